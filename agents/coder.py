@@ -1,0 +1,31 @@
+"""The coder role: turns a plain-language request into one Python program, and repairs it from the executor's error."""
+
+from __future__ import annotations
+
+from agents.backends.base import Backend, SamplingParams
+from prompts import load_examples, load_text
+
+
+class Coder:
+    def __init__(self, backend: Backend, temperature: float = 0.0, max_new_tokens: int = 192, show_question: bool = False):
+        self.backend = backend
+        self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
+        self.show_question = show_question
+
+    def messages(self, request: str, question: str | None, failures: list[tuple[str, str]]) -> list[dict[str, str]]:
+        """Few-shot pairs, the request, then each failed program with its error as a repair turn."""
+        messages = [{"role": "system", "content": load_text("coder")}]
+        for example in load_examples("coder_examples"):
+            messages += [{"role": "user", "content": example["request"]}, {"role": "assistant", "content": fenced(example["code"])}]
+        asked = f"{request}\n(The problem being solved: {question})" if self.show_question and question else request
+        messages.append({"role": "user", "content": asked})
+        for code, error in failures:
+            messages += [{"role": "assistant", "content": fenced(code)}, {"role": "user", "content": load_text("coder_repair").format(error=error)}]
+        return messages
+
+    async def write(self, request: str, question: str | None = None, failures: list[tuple[str, str]] = ()) -> str:
+        return await self.backend.chat(self.messages(request, question, list(failures)), self.params)
+
+
+def fenced(code: str) -> str:
+    return f"```python\n{code}\n```"

@@ -1,0 +1,53 @@
+"""The requester role: builds its prompt and writes until a request closes, the answer ends, or the budget runs out."""
+
+from __future__ import annotations
+
+from agents.backends.base import Backend, Generation, GenerationRequest, SamplingParams, TextCallback
+from agents.protocol import REQUESTER_STOPS
+from prompts import load_examples, load_text
+
+
+class Requester:
+    def __init__(self, backend: Backend, temperature: float = 0.0, top_p: float = 1.0, max_segment_tokens: int = 256):
+        if backend.tokenizer is None:
+            raise TypeError(f"the requester needs token ids, and {backend.name} has no tokenizer")
+        self.backend = backend
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_segment_tokens = max_segment_tokens
+
+    def messages(self, question: str, history: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
+        """System prompt, few-shot exchanges, earlier exchanges of this chat, then the question."""
+        messages = [{"role": "system", "content": load_text("requester")}]
+        for example in load_examples("requester_examples"):
+            messages += [{"role": "user", "content": example["question"]}, {"role": "assistant", "content": example["answer"]}]
+        for asked, response in history:
+            messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": response}]
+        return [*messages, {"role": "user", "content": question}]
+
+    def prompt_ids(self, question: str, history: list[tuple[str, str]] = ()) -> list[int]:
+        return self.backend.encode_chat(self.messages(question, history))
+
+    def encode_inserted(self, text: str) -> list[int]:
+        """Tokenize text the requester did not write (a result) exactly once, when it enters the trajectory."""
+        return self.backend.tokenizer.encode(text, add_special_tokens=False)
+
+    def visible_text(self, token_ids: list[int]) -> str:
+        """What the parsers read: the segment without special tokens such as end-of-turn."""
+        return self.backend.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    async def write(self, context_ids: list[int], budget: int, on_text: TextCallback | None = None) -> Generation:
+        params = SamplingParams(
+            max_new_tokens=max(1, min(self.max_segment_tokens, budget)),
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=REQUESTER_STOPS,
+        )
+        shown = None if on_text is None else lambda text: on_text(self._without_special_tokens(text))
+        [generation] = await self.backend.generate([GenerationRequest(context_ids, params, shown)])
+        return generation
+
+    def _without_special_tokens(self, text: str) -> str:
+        for token in self.backend.tokenizer.all_special_tokens:
+            text = text.replace(token, "")
+        return text

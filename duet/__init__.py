@@ -1,0 +1,1 @@
+"""The duet command line: thin commands that delegate to agents/, graph/ and training/."""

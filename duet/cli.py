@@ -1,0 +1,110 @@
+"""duet: a requester model that asks a coder model for exact computation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from agents.errors import DuetError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+RequesterOpt = Annotated[str, typer.Option("--requester", "-r", help="Model spec of the requester (see README: model specs).")]
+CoderOpt = Annotated[str, typer.Option("--coder", "-c", help="Model spec of the coder: default, PATH, ORG/NAME, openai:URL#NAME, vllm:PATH.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of AgentConfig settings.")]
+MaxCallsOpt = Annotated[Optional[int], typer.Option("--max-calls", help="Requests allowed per question.")]
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def agent_config(config: Path | None, max_calls: int | None):
+    from duet.configfile import load_config
+    from graph.config import AgentConfig
+
+    return load_config(AgentConfig, config, {"limits.max_calls": max_calls})
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    requester: RequesterOpt = "default",
+    coder: CoderOpt = "default",
+    max_calls: MaxCallsOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the live view.")] = False,
+) -> None:
+    """Answer one question, showing reasoning, requests, code, output and the answer as they happen."""
+    try:
+        settings = agent_config(config, max_calls)
+        with console.status("loading models", spinner="dots") if not as_json else nullcontext():
+            from graph.build import Team
+
+            team = Team(requester, coder, settings)
+        state = asyncio.run(_ask(team, question, as_json))
+    except DuetError as error:
+        fail(str(error))
+    if as_json:
+        sys.stdout.write(json.dumps(summary(state), ensure_ascii=False) + "\n")
+
+
+async def _ask(team, question: str, as_json: bool):
+    from duet.render import EventPrinter
+    from graph.run import run_question, stream_question
+
+    try:
+        graph = team.graph()
+        if as_json:
+            return await run_question(graph, question, team.config)
+        printer = EventPrinter(console)
+        async for event in stream_question(graph, question, team.config):
+            if event["event"] == "done":
+                return event["state"]
+            printer.show(event)
+    finally:
+        await team.aclose()
+
+
+def summary(state) -> dict:
+    """The --json record: stable keys for scripts."""
+    return {
+        "question": state.question,
+        "answer": state.answer,
+        "status": state.status,
+        "error": state.error,
+        "calls": [{"request": c.request, "code": c.code, "output": c.output, "error": c.error, "attempts": len(c.attempts)} for c in state.calls],
+        "problems": state.problems,
+        "tokens": {"prompt": state.trajectory.count("prompt"), "requester": state.trajectory.count("requester"), "inserted": state.trajectory.count("inserted")},
+    }
+
+
+@app.command()
+def chat(
+    thread: Annotated[Optional[str], typer.Option("--thread", "-t", help="Conversation name; an existing one is resumed.")] = None,
+    requester: RequesterOpt = "default",
+    coder: CoderOpt = "default",
+    max_calls: MaxCallsOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Talk with the agent. Commands: /reset, /coder SPEC, /quit. Conversations are saved and resumable."""
+    from duet.chat_session import run_chat
+
+    try:
+        settings = agent_config(config, max_calls)
+        asyncio.run(run_chat(console, thread, requester, coder, settings))
+    except DuetError as error:
+        fail(str(error))
+
+
+if __name__ == "__main__":
+    app()

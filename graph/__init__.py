@@ -1,0 +1,1 @@
+"""The agent as one LangGraph graph: requester -> coder -> executor -> requester ... -> finish."""

@@ -1,0 +1,75 @@
+"""build_graph: the one compiled graph that `duet ask`, `duet chat`, `duet eval` and training rollouts all run.
+
+    START -> requester --request--> coder -> executor --failed, repairs left--> coder
+                 ^                               |
+                 +-------------result------------+
+    requester --answer / no answer / limit / error--> finish -> END
+"""
+
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+
+from agents.backends.base import Backend
+from agents.coder import Coder
+from agents.models import load_backend, parse_spec
+from agents.requester import Requester
+from agents.sandbox import Sandbox
+from graph.config import AgentConfig
+from graph.nodes import finish_node, guarded, make_coder_node, make_executor_node, make_requester_node
+from graph.state import AgentState
+
+
+def build_graph(requester: Requester, coder: Coder, sandbox: Sandbox, config: AgentConfig, checkpointer=None):
+    graph = StateGraph(AgentState)
+    graph.add_node("requester", guarded(make_requester_node(requester, config)))
+    graph.add_node("coder", guarded(make_coder_node(coder, config)))
+    graph.add_node("executor", guarded(make_executor_node(sandbox, requester, config)))
+    graph.add_node("finish", finish_node)
+    graph.add_edge(START, "requester")
+    graph.add_conditional_edges("requester", after_requester, ["coder", "finish"])
+    graph.add_edge("coder", "executor")
+    graph.add_conditional_edges("executor", after_executor, ["coder", "requester", "finish"])
+    graph.add_edge("finish", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def after_requester(state: AgentState) -> str:
+    return "coder" if state.status == "running" else "finish"
+
+
+def after_executor(state: AgentState) -> str:
+    if state.status != "running":
+        return "finish"
+    return "requester" if state.calls[-1].inserted is not None else "coder"
+
+
+class Team:
+    """The loaded parts of an agent. One backend is shared when requester and coder name the same model, so their
+    calls batch together and the weights are loaded once."""
+
+    def __init__(self, requester_spec: str, coder_spec: str, config: AgentConfig | None = None):
+        self.config = config or AgentConfig()
+        self.requester_spec, self.coder_spec = requester_spec, coder_spec
+        parse_spec(requester_spec), parse_spec(coder_spec)
+        self._backends: dict[str, Backend] = {}
+        self.requester = Requester(self.backend(requester_spec), **self.config.requester.model_dump())
+        self.coder = Coder(self.backend(coder_spec), **self.config.coder.model_dump(exclude={"max_repairs"}))
+        self.sandbox = Sandbox(self.config.sandbox)
+
+    def backend(self, spec: str) -> Backend:
+        key = parse_spec(spec).model_dump_json()
+        if key not in self._backends:
+            self._backends[key] = load_backend(spec)
+        return self._backends[key]
+
+    def swap_coder(self, spec: str) -> None:
+        self.coder = Coder(self.backend(spec), **self.config.coder.model_dump(exclude={"max_repairs"}))
+        self.coder_spec = spec
+
+    def graph(self, checkpointer=None):
+        return build_graph(self.requester, self.coder, self.sandbox, self.config, checkpointer)
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            await backend.aclose()

@@ -1,0 +1,117 @@
+"""The graph's nodes. Each reads the state and returns only the fields it changes.
+
+Every node also reports what it did through LangGraph's custom stream (`get_stream_writer`), so `duet ask` can show
+each step as it happens; with `ainvoke` the writer does nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+
+from langgraph.config import get_stream_writer
+
+from agents.coder import Coder
+from agents.protocol import extract_code, format_result, parse_requester_segment
+from agents.requester import Requester
+from agents.sandbox import Sandbox
+from graph.config import AgentConfig
+from graph.state import AgentState, Call, CodeAttempt, Exchange, Segment
+
+Node = Callable[[AgentState], Awaitable[dict]]
+
+
+def guarded(node: Node) -> Node:
+    """A failing backend or sandbox ends the run with status `error` and keeps the partial trajectory."""
+
+    @functools.wraps(node)
+    async def run(state: AgentState) -> dict:
+        try:
+            return await node(state)
+        except Exception as error:  # noqa: BLE001 - any failure becomes the run's status, never an exception
+            message = f"{node.__name__}: {type(error).__name__}: {error}"
+            get_stream_writer()({"event": "error", "text": message})
+            return {"status": "error", "error": message}
+
+    return run
+
+
+def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
+    async def requester_node(state: AgentState) -> dict:
+        emit = get_stream_writer()
+        trajectory = state.trajectory
+        if not trajectory.segments:
+            history = [(exchange.question, exchange.response) for exchange in state.history]
+            prompt = requester.prompt_ids(state.question, history)
+            trajectory = trajectory.appended(Segment(source="prompt", token_ids=prompt, text=requester.backend.tokenizer.decode(prompt)))
+        budget = config.limits.max_total_tokens - trajectory.count("requester", "inserted")
+        if budget <= 0:
+            return {"trajectory": trajectory, "status": "limit", "problems": [*state.problems, "token budget spent"]}
+        generation = await requester.write(trajectory.token_ids, budget, lambda text: emit({"event": "reasoning", "text": text}))
+        trajectory = trajectory.appended(
+            Segment(source="requester", token_ids=generation.token_ids, text=generation.text, logprobs=generation.logprobs)
+        )
+        turn = parse_requester_segment(requester.visible_text(generation.token_ids))
+        update = {"trajectory": trajectory, "problems": [*state.problems, *turn.problems]}
+        if turn.kind == "request":
+            if len(state.calls) >= config.limits.max_calls:
+                return {**update, "status": "limit", "problems": [*update["problems"], f"more than {config.limits.max_calls} requests"]}
+            emit({"event": "request", "text": turn.request})
+            return {**update, "calls": [*state.calls, Call(request=turn.request)]}
+        if turn.kind == "answer":
+            emit({"event": "answer", "text": turn.answer})
+            return {**update, "answer": turn.answer, "status": "answered"}
+        status = "limit" if generation.finish_reason == "length" else "no_answer"
+        return {**update, "status": status}
+
+    return requester_node
+
+
+def make_coder_node(coder: Coder, config: AgentConfig) -> Node:
+    async def coder_node(state: AgentState) -> dict:
+        call = state.calls[-1]
+        if not call.request:
+            attempt = CodeAttempt(reply="", code=None, error="empty request: write what to compute between the tags")
+        else:
+            failures = [(a.code or a.reply, a.error) for a in call.attempts if a.failed]
+            question = state.question if config.coder.show_question else None
+            reply = await coder.write(call.request, question, failures)
+            code = extract_code(reply)
+            attempt = CodeAttempt(reply=reply, code=code, error=None if code else "the coder wrote no program for this request")
+            get_stream_writer()({"event": "code", "text": code or reply, "attempt": len(call.attempts) + 1})
+        return {"calls": [*state.calls[:-1], call.model_copy(update={"attempts": [*call.attempts, attempt]})]}
+
+    return coder_node
+
+
+def make_executor_node(sandbox: Sandbox, requester: Requester, config: AgentConfig) -> Node:
+    async def executor_node(state: AgentState) -> dict:
+        emit = get_stream_writer()
+        call = state.calls[-1]
+        attempt = call.attempts[-1]
+        if attempt.code is not None:
+            result = await sandbox.arun(attempt.code)
+            attempt = attempt.model_copy(update={"result": result, "error": result.error})
+            emit({"event": "output" if result.ok else "execution_error", "text": result.stdout if result.ok else result.error})
+        attempts = [*call.attempts[:-1], attempt]
+        if attempt.failed and repairs_left(attempts, config) and call.request:
+            return {"calls": [*state.calls[:-1], call.model_copy(update={"attempts": attempts})]}
+        inserted = format_result(attempt.result.stdout if attempt.result else None, attempt.error)
+        ids = requester.encode_inserted(inserted)
+        trajectory = state.trajectory.appended(Segment(source="inserted", token_ids=ids, text=requester.backend.tokenizer.decode(ids)))
+        emit({"event": "result", "text": inserted})
+        done = call.model_copy(update={"attempts": attempts, "inserted": inserted})
+        return {"calls": [*state.calls[:-1], done], "trajectory": trajectory}
+
+    return executor_node
+
+
+def repairs_left(attempts: list[CodeAttempt], config: AgentConfig) -> bool:
+    return len(attempts) <= config.coder.max_repairs
+
+
+async def finish_node(state: AgentState) -> dict:
+    """Record the exchange for the chat history and report the final status."""
+    get_stream_writer()({"event": "status", "text": state.status})
+    exchange = Exchange(question=state.question, response=state.trajectory.response_text, answer=state.answer)
+    return {"history": [*state.history, exchange]}

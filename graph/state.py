@@ -1,0 +1,109 @@
+"""The graph state: everything one question's run produces, typed, and token-exact for training."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from agents.sandbox import ExecutionResult
+
+SegmentSource = Literal["prompt", "requester", "inserted"]
+Status = Literal["running", "answered", "no_answer", "limit", "error"]
+
+
+class Segment(BaseModel):
+    """A run of token ids with one source. Requester segments keep the log-probabilities they were sampled with."""
+
+    source: SegmentSource
+    token_ids: list[int]
+    text: str
+    logprobs: list[float] | None = None
+
+
+class Trajectory(BaseModel):
+    """The requester's context as token ids, in order. Training reads `token_ids` and `loss_mask` directly."""
+
+    segments: list[Segment] = Field(default_factory=list)
+
+    def appended(self, segment: Segment) -> Trajectory:
+        return Trajectory(segments=[*self.segments, segment])
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [token for segment in self.segments for token in segment.token_ids]
+
+    @property
+    def loss_mask(self) -> list[int]:
+        """1 on exactly the tokens the requester generated; 0 on the prompt and on inserted tool results."""
+        return [int(segment.source == "requester") for segment in self.segments for _ in segment.token_ids]
+
+    @property
+    def transcript(self) -> str:
+        return "".join(segment.text for segment in self.segments)
+
+    @property
+    def response_text(self) -> str:
+        """Everything after the prompt: what a reader of the requester's turn sees."""
+        return "".join(segment.text for segment in self.segments if segment.source != "prompt")
+
+    def count(self, *sources: SegmentSource) -> int:
+        return sum(len(segment.token_ids) for segment in self.segments if segment.source in sources)
+
+
+class CodeAttempt(BaseModel):
+    """One program the coder wrote for a request, and what running it gave."""
+
+    reply: str
+    code: str | None
+    result: ExecutionResult | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+class Call(BaseModel):
+    """One request and the attempts to serve it (the first program and its repairs)."""
+
+    request: str
+    attempts: list[CodeAttempt] = Field(default_factory=list)
+    inserted: str | None = None
+
+    @property
+    def code(self) -> str | None:
+        return self.attempts[-1].code if self.attempts else None
+
+    @property
+    def output(self) -> str | None:
+        last = self.attempts[-1] if self.attempts else None
+        return last.result.stdout if last and last.result else None
+
+    @property
+    def error(self) -> str | None:
+        return self.attempts[-1].error if self.attempts else None
+
+
+class Exchange(BaseModel):
+    """A finished question in a chat thread, kept so later questions see the conversation."""
+
+    question: str
+    response: str
+    answer: str | None
+
+
+class AgentState(BaseModel):
+    question: str
+    history: list[Exchange] = Field(default_factory=list)
+    trajectory: Trajectory = Field(default_factory=Trajectory)
+    calls: list[Call] = Field(default_factory=list)
+    answer: str | None = None
+    status: Status = "running"
+    error: str | None = None
+    problems: list[str] = Field(default_factory=list)
+
+
+def fresh_question(question: str) -> dict:
+    """The input that starts a question; on a chat thread it resets everything but the history."""
+    return {"question": question, "trajectory": Trajectory(), "calls": [], "answer": None, "status": "running", "error": None, "problems": []}
