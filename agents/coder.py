@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from agents.backends.base import Backend, SamplingParams
 from prompts import load_examples, load_text
 
 
+class CoderSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0.0)
+    max_new_tokens: int = Field(192, ge=1)
+    max_repairs: int = Field(2, ge=0, description="extra attempts after a program fails")
+    show_question: bool = Field(False, description="give the coder the question as context, not only the request")
+
+
 class Coder:
-    def __init__(self, backend: Backend, temperature: float = 0.0, max_new_tokens: int = 192, show_question: bool = False):
+    def __init__(self, backend: Backend, settings: CoderSettings | None = None):
         self.backend = backend
-        self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
-        self.show_question = show_question
+        self.settings = settings or CoderSettings()
+        self.params = SamplingParams(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature)
 
     def messages(self, request: str, question: str | None, failures: list[tuple[str, str]]) -> list[dict[str, str]]:
         """Few-shot pairs, the request, then each failed program with its error as a repair turn."""
         messages = [{"role": "system", "content": load_text("coder")}]
         for example in load_examples("coder_examples"):
             messages += [{"role": "user", "content": example["request"]}, {"role": "assistant", "content": fenced(example["code"])}]
-        asked = f"{request}\n(The problem being solved: {question})" if self.show_question and question else request
+        asked = f"{request}\n(The problem being solved: {question})" if self.settings.show_question and question else request
         messages.append({"role": "user", "content": asked})
         for code, error in failures:
             messages += [{"role": "assistant", "content": fenced(code)}, {"role": "user", "content": load_text("coder_repair").format(error=error)}]

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from agents.backends.base import Backend, Generation, GenerationRequest, SamplingParams, TextCallback
+from agents.errors import DuetError
 from agents.protocol import REQUESTER_STOPS
 from prompts import load_examples, load_text
 
 
+class RequesterSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_segment_tokens: int = Field(256, ge=1, description="tokens the requester may write between two results")
+
+
 class Requester:
-    def __init__(self, backend: Backend, temperature: float = 0.0, top_p: float = 1.0, max_segment_tokens: int = 256):
+    def __init__(self, backend: Backend, settings: RequesterSettings | None = None):
         if backend.tokenizer is None:
-            raise TypeError(f"the requester needs token ids, and {backend.name} has no tokenizer")
+            raise DuetError(f"the requester needs token ids, and {backend.name} has no tokenizer; use a local model or a vLLM server whose model folder is local")
         self.backend = backend
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_segment_tokens = max_segment_tokens
+        self.settings = settings or RequesterSettings()
 
     def messages(self, question: str, history: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
         """System prompt, few-shot exchanges, earlier exchanges of this chat, then the question."""
@@ -38,9 +47,9 @@ class Requester:
 
     async def write(self, context_ids: list[int], budget: int, on_text: TextCallback | None = None) -> Generation:
         params = SamplingParams(
-            max_new_tokens=max(1, min(self.max_segment_tokens, budget)),
-            temperature=self.temperature,
-            top_p=self.top_p,
+            max_new_tokens=max(1, min(self.settings.max_segment_tokens, budget)),
+            temperature=self.settings.temperature,
+            top_p=self.settings.top_p,
             stop=REQUESTER_STOPS,
         )
         shown = None if on_text is None else lambda text: on_text(self._without_special_tokens(text))

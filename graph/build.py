@@ -51,10 +51,11 @@ class Team:
     def __init__(self, requester_spec: str, coder_spec: str, config: AgentConfig | None = None):
         self.config = config or AgentConfig()
         self.requester_spec, self.coder_spec = requester_spec, coder_spec
-        parse_spec(requester_spec), parse_spec(coder_spec)
+        for spec in (requester_spec, coder_spec):
+            parse_spec(spec)  # a typo in the second spec fails before the first model loads
         self._backends: dict[str, Backend] = {}
-        self.requester = Requester(self.backend(requester_spec), **self.config.requester.model_dump())
-        self.coder = Coder(self.backend(coder_spec), **self.config.coder.model_dump(exclude={"max_repairs"}))
+        self.requester = Requester(self.backend(requester_spec), self.config.requester)
+        self.coder = Coder(self.backend(coder_spec), self.config.coder)
         self.sandbox = Sandbox(self.config.sandbox)
 
     def backend(self, spec: str) -> Backend:
@@ -64,7 +65,7 @@ class Team:
         return self._backends[key]
 
     def swap_coder(self, spec: str) -> None:
-        self.coder = Coder(self.backend(spec), **self.config.coder.model_dump(exclude={"max_repairs"}))
+        self.coder = Coder(self.backend(spec), self.config.coder)
         self.coder_spec = spec
 
     def graph(self, checkpointer=None):

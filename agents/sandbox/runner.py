@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 CHILD = Path(__file__).with_name("child.py")
 TRUNCATION_MARKER = "\n[output truncated]"
@@ -25,6 +25,8 @@ SAFE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": 
 
 
 class SandboxLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     timeout_s: float = Field(5.0, gt=0)
     cpu_s: int = Field(10, ge=1)
     memory_mb: int = Field(1024, ge=64)

@@ -1,0 +1,165 @@
+"""The graph's routing, limits and trajectory, driven down exact paths by scripted models and a real sandbox."""
+
+import asyncio
+
+import pytest
+
+from agents.coder import Coder
+from agents.requester import Requester
+from agents.sandbox import Sandbox
+from graph.build import build_graph
+from graph.config import AgentConfig
+from graph.run import run_batch, run_question, stream_question
+from tests.scripted import ScriptedBackend
+
+
+def make_graph(tokenizer, replies, code_replies=(), fail_after=None, **overrides):
+    config = AgentConfig.model_validate(overrides)
+    requester_backend = ScriptedBackend(tokenizer, replies, fail_after=fail_after)
+    coder_backend = ScriptedBackend(tokenizer, [], chat_replies=list(code_replies))
+    graph = build_graph(Requester(requester_backend, config.requester), Coder(coder_backend, config.coder), Sandbox(config.sandbox), config)
+    return graph, config, requester_backend, coder_backend
+
+
+def assert_token_exact(state, tokenizer):
+    """Decoding the ids gives the transcript; the mask is 1 on exactly the requester's own tokens."""
+    trajectory = state.trajectory
+    assert tokenizer.decode(trajectory.token_ids) == trajectory.transcript
+    assert len(trajectory.loss_mask) == len(trajectory.token_ids)
+    expected = [int(seg.source == "requester") for seg in trajectory.segments for _ in seg.token_ids]
+    assert trajectory.loss_mask == expected
+    assert sum(trajectory.loss_mask) == trajectory.count("requester")
+    for segment in trajectory.segments:
+        if segment.source == "inserted":
+            assert tokenizer.encode(segment.text, add_special_tokens=False) == segment.token_ids
+
+
+def fenced(code):
+    return f"```python\n{code}\n```"
+
+
+async def test_request_code_output_answer(tokenizer):
+    graph, config, requester, coder = make_graph(
+        tokenizer,
+        ["I need a product. <request>multiply 48213 by 9123</request>", "So it is \\boxed{439847199}."],
+        [fenced("print(48213 * 9123)")],
+    )
+    state = await run_question(graph, "What is 48213 * 9123?", config)
+    assert state.status == "answered" and state.answer == "439847199"
+    [call] = state.calls
+    assert (call.request, call.code, call.output.strip(), call.error) == ("multiply 48213 by 9123", "print(48213 * 9123)", "439847199", None)
+    assert [s.source for s in state.trajectory.segments] == ["prompt", "requester", "inserted", "requester"]
+    assert "439847199" in state.trajectory.segments[2].text
+    # the second requester call saw the inserted result as the tail of its prompt
+    assert requester.prompts[1] == state.trajectory.segments[0].token_ids + state.trajectory.segments[1].token_ids + state.trajectory.segments[2].token_ids
+    assert coder.chats[0][-1]["content"] == "multiply 48213 by 9123"
+    assert_token_exact(state, tokenizer)
+
+
+async def test_failed_program_is_repaired_with_the_error(tokenizer):
+    graph, config, _, coder = make_graph(
+        tokenizer,
+        ["<request>divide 10 by 4</request>", "\\boxed{2.5}"],
+        [fenced("print(10 / zero)"), fenced("print(10 / 4)")],
+    )
+    state = await run_question(graph, "10/4?", config)
+    [call] = state.calls
+    assert len(call.attempts) == 2 and call.attempts[0].failed and "NameError" in call.attempts[0].error
+    assert call.output.strip() == "2.5" and call.error is None
+    assert "NameError" in coder.chats[1][-1]["content"]  # the repair turn carries the error
+    assert state.status == "answered"
+    assert_token_exact(state, tokenizer)
+
+
+async def test_repairs_are_bounded_and_the_error_reaches_the_requester(tokenizer):
+    graph, config, _, coder = make_graph(
+        tokenizer,
+        ["<request>x</request>", "I cannot. \\boxed{0}"],
+        [fenced("raise ValueError('bad')")] * 2,
+        coder={"max_repairs": 1},
+    )
+    state = await run_question(graph, "q", config)
+    [call] = state.calls
+    assert len(call.attempts) == 2 and len(coder.chats) == 2
+    assert "ValueError: bad" in state.trajectory.segments[2].text
+    assert_token_exact(state, tokenizer)
+
+
+async def test_coder_without_code_and_empty_request_are_reported_to_the_requester(tokenizer):
+    graph, config, _, _ = make_graph(
+        tokenizer,
+        ["<request></request>", "<request>add 1 and 2</request>", "\\boxed{3}"],
+        ["I am not sure."] * 3,
+        coder={"max_repairs": 0},
+    )
+    state = await run_question(graph, "q", config)
+    assert "empty request" in state.calls[0].inserted
+    assert "no program" in state.calls[1].inserted
+    assert state.status == "answered"
+
+
+async def test_request_limit_ends_the_run(tokenizer):
+    graph, config, _, _ = make_graph(
+        tokenizer,
+        ["<request>a</request>", "<request>b</request>"],
+        [fenced("print(1)")],
+        limits={"max_calls": 1},
+    )
+    state = await run_question(graph, "q", config)
+    assert state.status == "limit" and len(state.calls) == 1
+
+
+async def test_segment_and_total_token_limits(tokenizer):
+    long_text = "word " * 200
+    graph, config, _, _ = make_graph(tokenizer, [long_text], requester={"max_segment_tokens": 20})
+    state = await run_question(graph, "q", config)
+    assert state.status == "limit" and state.trajectory.count("requester") == 20
+
+    graph, config, requester, _ = make_graph(
+        tokenizer, ["<request>a</request>", long_text], [fenced("print(1)")], limits={"max_total_tokens": 30}
+    )
+    state = await run_question(graph, "q", config)
+    assert state.status == "limit"
+    assert state.trajectory.count("requester", "inserted") <= 30
+
+
+async def test_no_answer_when_the_requester_stops_without_a_box(tokenizer):
+    graph, config, _, _ = make_graph(tokenizer, ["I think it is 5."])
+    state = await run_question(graph, "q", config)
+    assert state.status == "no_answer" and state.answer is None
+    assert any("no request" in p for p in state.problems)
+
+
+async def test_backend_failure_ends_with_error_status_not_an_exception(tokenizer):
+    graph, config, _, _ = make_graph(tokenizer, ["<request>a</request>"], [fenced("print(1)")], fail_after=1)
+    state = await run_question(graph, "q", config)
+    assert state.status == "error" and "went away" in state.error
+    assert len(state.calls) == 1 and state.calls[0].output.strip() == "1"  # the partial run is kept
+
+
+async def test_stream_reports_each_step_in_order(tokenizer):
+    graph, config, _, _ = make_graph(tokenizer, ["<request>add 2 and 2</request>", "\\boxed{4}"], [fenced("print(2 + 2)")])
+    kinds = [event["event"] async for event in stream_question(graph, "q", config)]
+    assert kinds == ["request", "code", "output", "result", "answer", "status", "done"]
+
+
+async def test_batch_runs_questions_concurrently_and_keeps_them_apart(tokenizer):
+    questions = [f"What is {n} + {n}?" for n in range(6)]
+    config = AgentConfig()
+
+    def graph_for(n):
+        return make_graph(tokenizer, [f"<request>add {n} and {n}</request>", f"\\boxed{{{2 * n}}}"], [fenced(f"print({n} + {n})")])[0]
+
+    states = await asyncio.gather(*(run_question(graph_for(n), q, config) for n, q in enumerate(questions)))
+    assert [s.answer for s in states] == [str(2 * n) for n in range(6)]
+    assert [s.calls[0].output.strip() for s in states] == [str(2 * n) for n in range(6)]
+
+
+async def test_run_batch_shares_one_graph(tokenizer):
+    replies = []
+    for n in range(4):
+        replies += [f"\\boxed{{{n}}}"]
+    graph, config, requester, _ = make_graph(tokenizer, replies)
+    states = await run_batch(graph, [f"q{n}" for n in range(4)], config)
+    assert sorted(s.answer for s in states) == ["0", "1", "2", "3"]
+    assert all(s.status == "answered" for s in states)

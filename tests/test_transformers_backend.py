@@ -1,0 +1,84 @@
+"""The default backend's decoding loop, checked against transformers itself on a tiny random-weight model."""
+
+import asyncio
+
+import torch
+
+from agents.backends.base import GenerationRequest, SamplingParams
+
+
+def prompt(backend, text):
+    return backend.encode_chat([{"role": "user", "content": text}])
+
+
+async def test_greedy_matches_transformers_generate(tiny_backend):
+    ids = prompt(tiny_backend, "hello there")
+    [generation] = await tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=12))])
+    inputs = torch.tensor([ids])
+    reference = tiny_backend.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=12, do_sample=False)
+    expected = reference[0, len(ids) :].tolist()
+    assert generation.token_ids == expected[: len(generation.token_ids)]
+    assert generation.text == tiny_backend.tokenizer.decode(generation.token_ids)
+
+
+async def test_batched_rows_equal_single_rows_despite_padding(tiny_backend):
+    prompts = [prompt(tiny_backend, text) for text in ["a", "a much longer question about numbers", "mid length"]]
+    params = SamplingParams(max_new_tokens=8)
+    together = await tiny_backend.generate([GenerationRequest(p, params) for p in prompts])
+    alone = [(await tiny_backend.generate([GenerationRequest(p, params)]))[0] for p in prompts]
+    assert [g.token_ids for g in together] == [g.token_ids for g in alone]
+
+
+async def test_logprobs_match_a_full_forward_pass(tiny_backend):
+    ids = prompt(tiny_backend, "score me")
+    [generation] = await tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=6, temperature=0.7))])
+    full = torch.tensor([ids + generation.token_ids])
+    with torch.no_grad():
+        logits = tiny_backend.model(full).logits[0, len(ids) - 1 : -1] / 0.7
+    expected = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(generation.token_ids)[:, None]).squeeze(-1)
+    assert torch.allclose(torch.tensor(generation.logprobs), expected, atol=1e-4)
+
+
+async def test_each_row_honours_its_own_stop_string_and_budget(tiny_backend):
+    ids = prompt(tiny_backend, "stop test")
+    [free] = await tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=16))])
+    assert free.finish_reason == "length" and len(free.token_ids) == 16
+    decode = tiny_backend.tokenizer.decode
+    stop = next(decode([token]) for token in free.token_ids[2:] if decode([token]).strip())
+    at = next(k for k in range(16) if stop in decode(free.token_ids[: k + 1]))
+    stopped, short = await tiny_backend.generate(
+        [GenerationRequest(ids, SamplingParams(max_new_tokens=16, stop=[stop])), GenerationRequest(ids, SamplingParams(max_new_tokens=3))]
+    )
+    assert stopped.finish_reason == "stop" and stopped.stop_string == stop
+    assert stopped.token_ids == free.token_ids[: at + 1] and stopped.text.endswith(stop)
+    assert short.finish_reason == "length" and short.token_ids == free.token_ids[:3]
+
+
+async def test_concurrent_calls_are_gathered_into_one_batch(tiny_backend, monkeypatch):
+    sizes = []
+    original = tiny_backend._generate_batch
+    monkeypatch.setattr(tiny_backend._queue, "_run_batch", lambda requests: sizes.append(len(requests)) or original(requests))
+    ids = prompt(tiny_backend, "batch me")
+    results = await asyncio.gather(*(tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=4))]) for _ in range(6)))
+    assert sizes == [6]
+    assert len({tuple(r[0].token_ids) for r in results}) == 1
+
+
+async def test_streamed_text_adds_up_to_the_generation(tiny_backend):
+    pieces = []
+    ids = prompt(tiny_backend, "stream")
+    [generation] = await tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=10), pieces.append)])
+    await asyncio.sleep(0)  # callbacks hop back onto the loop
+    assert "".join(pieces) == generation.text
+
+
+async def test_sampling_is_seeded_and_varies(tiny_dir):
+    from agents.backends.transformers_local import TransformersBackend
+
+    first, second = TransformersBackend.load(str(tiny_dir), seed=3), TransformersBackend.load(str(tiny_dir), seed=3)
+    ids = prompt(first, "sample")
+    params = SamplingParams(max_new_tokens=8, temperature=1.0)
+    a = await first.generate([GenerationRequest(ids, params) for _ in range(4)])
+    b = await second.generate([GenerationRequest(ids, params) for _ in range(4)])
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+    assert len({tuple(g.token_ids) for g in a}) > 1

@@ -1,0 +1,1 @@
+"""Training: data, rewards, rollouts through the graph, GRPO and evaluation (built by later issues)."""
