@@ -82,7 +82,16 @@ def summary(state) -> dict:
         "answer": state.answer,
         "status": state.status,
         "error": state.error,
-        "calls": [{"request": c.request, "code": c.code, "output": c.output, "error": c.error, "attempts": len(c.attempts)} for c in state.calls],
+        "calls": [
+            {
+                "request": c.request,
+                "code": c.code,
+                "output": c.output,
+                "error": c.error,
+                "attempts": [{"reply": a.reply, "code": a.code, "error": a.error} for a in c.attempts],
+            }
+            for c in state.calls
+        ],
         "problems": state.problems,
         "tokens": {"prompt": state.trajectory.count("prompt"), "requester": state.trajectory.count("requester"), "inserted": state.trajectory.count("inserted")},
     }

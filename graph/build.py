@@ -51,17 +51,19 @@ class Team:
     def __init__(self, requester_spec: str, coder_spec: str, config: AgentConfig | None = None):
         self.config = config or AgentConfig()
         self.requester_spec, self.coder_spec = requester_spec, coder_spec
-        for spec in (requester_spec, coder_spec):
-            parse_spec(spec)  # a typo in the second spec fails before the first model loads
         self._backends: dict[str, Backend] = {}
+        # parse both, then reach servers before loading weights, so a typo or a dead server fails in a second
+        for spec in sorted((requester_spec, coder_spec), key=lambda s: parse_spec(s).kind != "openai"):
+            self.backend(spec)
         self.requester = Requester(self.backend(requester_spec), self.config.requester)
         self.coder = Coder(self.backend(coder_spec), self.config.coder)
         self.sandbox = Sandbox(self.config.sandbox)
 
     def backend(self, spec: str) -> Backend:
-        key = parse_spec(spec).model_dump_json()
+        parsed = parse_spec(spec)
+        key = parsed.model_dump_json()
         if key not in self._backends:
-            self._backends[key] = load_backend(spec)
+            self._backends[key] = load_backend(parsed, **self.config.backends.options_for(parsed.kind))
         return self._backends[key]
 
     def swap_coder(self, spec: str) -> None:

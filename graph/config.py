@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.coder import CoderSettings
@@ -18,8 +21,28 @@ class RunLimits(Strict):
     max_total_tokens: int = Field(1536, ge=1, description="requester and inserted tokens per question, prompt excluded")
 
 
+class BackendSettings(Strict):
+    """How local models run. `vllm_engine` goes to vllm.LLM as keyword arguments (e.g. enforce_eager: true,
+    gpu_memory_utilization: 0.5, tensor_parallel_size: 2)."""
+
+    dtype: str = Field("float32", description="torch dtype of transformers models: float32, bfloat16, float16")
+    device: str = Field("cpu", description="torch device of transformers models: cpu, cuda, cuda:1")
+    max_batch_size: int = Field(32, ge=1, description="rows per decoding batch")
+    seed: int = 0
+    vllm_engine: dict[str, Any] = Field(default_factory=dict)
+    openai_api_key: str | None = Field(None, description="bearer token for openai: specs; OPENAI_API_KEY is used when unset")
+
+    def options_for(self, kind: str) -> dict[str, Any]:
+        if kind == "openai":
+            return {"api_key": self.openai_api_key or os.environ.get("OPENAI_API_KEY")}
+        if kind == "vllm":
+            return {"seed": self.seed, "max_batch_size": self.max_batch_size, **self.vllm_engine}
+        return {"dtype": self.dtype, "device": self.device, "max_batch_size": self.max_batch_size, "seed": self.seed}
+
+
 class AgentConfig(Strict):
     requester: RequesterSettings = Field(default_factory=RequesterSettings)
     coder: CoderSettings = Field(default_factory=CoderSettings)
     limits: RunLimits = Field(default_factory=RunLimits)
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits)
+    backends: BackendSettings = Field(default_factory=BackendSettings)

