@@ -163,3 +163,17 @@ async def test_run_batch_shares_one_graph(tokenizer):
     states = await run_batch(graph, [f"q{n}" for n in range(4)], config)
     assert sorted(s.answer for s in states) == ["0", "1", "2", "3"]
     assert all(s.status == "answered" for s in states)
+
+
+async def test_reasoning_streams_through_the_graph_from_a_real_backend(tiny_backend, tokenizer):
+    """Streamed text arrives as the node's custom events and adds up to what the requester wrote."""
+    config = AgentConfig.model_validate({"requester": {"max_segment_tokens": 24}, "limits": {"max_calls": 0}})
+    graph = build_graph(Requester(tiny_backend, config.requester), Coder(tiny_backend, config.coder), Sandbox(), config)
+    streamed, state = "", None
+    async for event in stream_question(graph, "Say something.", config):
+        if event["event"] == "reasoning":
+            streamed += event["text"]
+        elif event["event"] == "done":
+            state = event["state"]
+    assert streamed == "".join(tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in state.trajectory.segments if s.source == "requester")
+    assert_token_exact(state, tokenizer)

@@ -2,6 +2,7 @@
 
 import asyncio
 
+import pytest
 import torch
 
 from agents.backends.base import GenerationRequest, SamplingParams
@@ -54,14 +55,45 @@ async def test_each_row_honours_its_own_stop_string_and_budget(tiny_backend):
     assert short.finish_reason == "length" and short.token_ids == free.token_ids[:3]
 
 
-async def test_concurrent_calls_are_gathered_into_one_batch(tiny_backend, monkeypatch):
-    sizes = []
-    original = tiny_backend._generate_batch
-    monkeypatch.setattr(tiny_backend._queue, "_run_batch", lambda requests: sizes.append(len(requests)) or original(requests))
+async def test_concurrent_calls_decode_in_one_batch(tiny_backend, monkeypatch):
+    widths = []
+    original = tiny_backend._step
+    monkeypatch.setattr(tiny_backend, "_step", lambda batch: widths.append(len(batch.rows)) or original(batch))
     ids = prompt(tiny_backend, "batch me")
     results = await asyncio.gather(*(tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=4))]) for _ in range(6)))
-    assert sizes == [6]
+    assert max(widths) == 6 and len(widths) <= 5
     assert len({tuple(r[0].token_ids) for r in results}) == 1
+
+
+async def test_rows_that_join_a_running_batch_decode_as_if_alone(tiny_backend, monkeypatch):
+    joined = []
+    original = tiny_backend._prefill
+    monkeypatch.setattr(tiny_backend, "_prefill", lambda rows: joined.append(len(rows)) or original(rows))
+    long_ids, short_ids = prompt(tiny_backend, "a long running row"), prompt(tiny_backend, "late")
+    alone_long = (await tiny_backend.generate([GenerationRequest(long_ids, SamplingParams(max_new_tokens=150))]))[0]
+    alone_short = (await tiny_backend.generate([GenerationRequest(short_ids, SamplingParams(max_new_tokens=5))]))[0]
+    joined.clear()
+
+    async def late():
+        await asyncio.sleep(0.05)
+        return (await tiny_backend.generate([GenerationRequest(short_ids, SamplingParams(max_new_tokens=5))]))[0]
+
+    running = asyncio.ensure_future(tiny_backend.generate([GenerationRequest(long_ids, SamplingParams(max_new_tokens=150))]))
+    short = await late()
+    assert not running.done()  # the late row finished while the long one was still decoding
+    [long] = await running
+    assert joined == [1, 1]
+    assert long.token_ids == alone_long.token_ids and short.token_ids == alone_short.token_ids
+
+
+async def test_a_failing_model_fails_its_callers_not_the_engine(tiny_backend, monkeypatch):
+    ids = prompt(tiny_backend, "boom")
+    monkeypatch.setattr(tiny_backend, "_prefill", lambda rows: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        await tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=3))])
+    monkeypatch.undo()
+    [generation] = await tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=3))])
+    assert len(generation.token_ids) == 3
 
 
 async def test_streamed_text_adds_up_to_the_generation(tiny_backend):
@@ -82,3 +114,18 @@ async def test_sampling_is_seeded_and_varies(tiny_dir):
     b = await second.generate([GenerationRequest(ids, params) for _ in range(4)])
     assert [g.token_ids for g in a] == [g.token_ids for g in b]
     assert len({tuple(g.token_ids) for g in a}) > 1
+
+
+async def test_closing_stops_the_engine_and_fails_waiting_callers(tiny_dir):
+    from agents.backends.transformers_local import TransformersBackend
+
+    backend = TransformersBackend.load(str(tiny_dir))
+    ids = prompt(backend, "long")
+    running = asyncio.ensure_future(backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=2000))]))
+    await asyncio.sleep(0.2)
+    await backend.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await running
+    assert backend._engine is None or not backend._engine.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        await backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=2))])

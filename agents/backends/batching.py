@@ -8,6 +8,7 @@ the next batch. The engine runs in a worker thread so the event loop keeps routi
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 
 from agents.backends.base import Generation, GenerationRequest
@@ -29,7 +30,7 @@ class BatchingQueue:
         futures = []
         for request in requests:
             future = loop.create_future()
-            self._pending.append((_thread_safe(request, loop), future))
+            self._pending.append((on_caller_loop(request, loop), future))
             futures.append(future)
         self._wakeup.set()
         return list(await asyncio.gather(*futures))
@@ -53,9 +54,10 @@ class BatchingQueue:
                         future.set_result(result)
 
 
-def _thread_safe(request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> GenerationRequest:
-    """Stream callbacks are invoked from the engine thread; hop them back onto the caller's loop."""
+def on_caller_loop(request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> GenerationRequest:
+    """Stream callbacks fire on the engine thread; run them on the caller's loop, in the caller's context (LangGraph's
+    stream writer lives in a context variable of the node that asked)."""
     if request.on_text is None:
         return request
-    callback = request.on_text
-    return GenerationRequest(request.prompt_ids, request.params, lambda text: loop.call_soon_threadsafe(callback, text))
+    callback, context = request.on_text, contextvars.copy_context()
+    return GenerationRequest(request.prompt_ids, request.params, lambda text: loop.call_soon_threadsafe(callback, text, context=context))

@@ -1,20 +1,47 @@
-"""The default backend: a transformers causal LM with its own batched decoding loop.
+"""The default backend: a transformers causal LM with its own continuously batched decoding loop.
 
-Why not `model.generate`: rows need their own stop strings, temperatures and token budgets, finished rows should leave
-the batch (their KV cache is dropped), text must stream per row, and each sampled token's log-probability is kept for
-training. The loop below does exactly that and nothing more.
+Why not `model.generate`: rows need their own stop strings, temperatures and token budgets, text must stream per row,
+and each sampled token's log-probability is kept for training. Why continuous batching: in the graph, a row that
+closes a request early must not wait for the longest row of its batch before its coder call and its next segment can
+run. Between two decoding steps, finished rows leave the batch (their KV cache is dropped) and new requests join it
+(prefilled, then merged into the cache with left padding), so the requester and coder calls of many questions keep
+one batch busy.
 """
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import threading
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from agents.backends.base import Backend, Generation, GenerationRequest
-from agents.backends.batching import BatchingQueue
+from agents.backends.batching import on_caller_loop
 from agents.backends.detokenize import IncrementalText, first_stop
 from agents.errors import DuetError
+
+
+@dataclass
+class _Row:
+    request: GenerationRequest
+    deliver: callable
+    text: IncrementalText
+    logprobs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    """Rows being decoded together. `cache` holds keys and values of shape (rows, heads, columns, dim); `attention`
+    marks real columns (prompts are left-padded); `logits` are each row's next-token scores."""
+
+    rows: list[_Row]
+    cache: object
+    attention: torch.Tensor
+    positions: torch.Tensor
+    logits: torch.Tensor
 
 
 class TransformersBackend(Backend):
@@ -22,11 +49,14 @@ class TransformersBackend(Backend):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
+        self.max_batch_size = max_batch_size
         self._eos_ids = _eos_ids(model, tokenizer)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self._eos_ids))
         self._rng = torch.Generator().manual_seed(seed)
-        self._lock = threading.Lock()
-        self._queue = BatchingQueue(self._generate_batch, max_batch_size)
+        self._inbox: queue.Queue[_Row] = queue.Queue()
+        self._engine: threading.Thread | None = None
+        self._engine_lock = threading.Lock()
+        self._closing = threading.Event()
 
     @classmethod
     def load(cls, source: str, dtype: str = "float32", device: str = "cpu", **options) -> TransformersBackend:
@@ -43,64 +73,102 @@ class TransformersBackend(Backend):
         return cls(model, tokenizer, name=source, **options)
 
     async def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        return await self._queue.submit(requests)
+        if self._closing.is_set():
+            raise RuntimeError(f"backend {self.name} is closed")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in requests]
+        for request, future in zip(requests, futures, strict=True):
+            self._inbox.put(_Row(on_caller_loop(request, loop), _resolver(future, loop), IncrementalText(self.tokenizer)))
+        self._ensure_engine()
+        return list(await asyncio.gather(*futures))
 
-    def _generate_batch(self, requests: list[GenerationRequest]) -> list[Generation]:
-        with self._lock, torch.inference_mode():
-            return self._decode(requests)
+    def _ensure_engine(self) -> None:
+        with self._engine_lock:
+            if self._engine is None or not self._engine.is_alive():
+                self._engine = threading.Thread(target=self._serve, name=f"decode:{self.name}", daemon=True)
+                self._engine.start()
 
-    def _decode(self, requests: list[GenerationRequest]) -> list[Generation]:
-        device = self.model.device
-        width = max(len(r.prompt_ids) for r in requests)
-        input_ids = torch.full((len(requests), width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(requests), width), dtype=torch.long)
-        for row, request in enumerate(requests):
-            input_ids[row, width - len(request.prompt_ids) :] = torch.tensor(request.prompt_ids)
-            attention[row, width - len(request.prompt_ids) :] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        temperatures = torch.tensor([r.params.temperature for r in requests], device=device)
-        top_ps = torch.tensor([r.params.top_p for r in requests], device=device)
+    def _serve(self) -> None:
+        """The engine thread: admit waiting rows, take one decoding step, repeat; exits when there is nothing to do."""
+        batch: _Batch | None = None
+        with torch.inference_mode():
+            while True:
+                if self._closing.is_set():
+                    for row in (batch.rows if batch else []) + _drain(self._inbox, self._inbox.qsize()):
+                        row.deliver(RuntimeError(f"backend {self.name} was closed while generating"))
+                    return
+                room = self.max_batch_size - (len(batch.rows) if batch else 0)
+                waiting = _drain(self._inbox, room)
+                if batch is None and not waiting:
+                    with self._engine_lock:
+                        if self._inbox.empty():
+                            self._engine = None
+                            return
+                    continue
+                try:
+                    if waiting:
+                        batch = _merge(batch, self._prefill(waiting))
+                    batch = self._step(batch)
+                except Exception as error:  # noqa: BLE001 - every waiting caller gets the failure
+                    for row in (batch.rows if batch else []) + waiting:
+                        row.deliver(error)
+                    batch = None
 
+    async def aclose(self) -> None:
+        """Stop the engine between two steps (callers still waiting get an error) so no thread outlives the loop."""
+        self._closing.set()
+        engine = self._engine
+        if engine is not None:
+            await asyncio.to_thread(engine.join)
+
+    def _prefill(self, rows: list[_Row]) -> _Batch:
         from transformers import DynamicCache
 
+        device = self.model.device
+        width = max(len(row.request.prompt_ids) for row in rows)
+        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, row in enumerate(rows):
+            ids = row.request.prompt_ids
+            input_ids[index, width - len(ids) :] = torch.tensor(ids)
+            attention[index, width - len(ids) :] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        texts = [IncrementalText(self.tokenizer) for _ in requests]
-        logprobs: list[list[float]] = [[] for _ in requests]
-        results: list[Generation | None] = [None] * len(requests)
-        active = list(range(len(requests)))
-        step_ids, step_positions = input_ids, positions
-        while active:
-            logits = self.model(
-                input_ids=step_ids, attention_mask=attention, position_ids=step_positions, past_key_values=cache, use_cache=True
-            ).logits[:, -1, :].float()
-            tokens, token_logprobs = self._sample(logits, temperatures, top_ps)
-            still_active = []
-            for slot, row in enumerate(active):
-                request, text, token = requests[row], texts[row], int(tokens[slot])
-                delta = text.push(token)
-                logprobs[row].append(float(token_logprobs[slot]))
-                if delta and request.on_text is not None:
-                    request.on_text(delta)
-                stop = first_stop(text.text, delta, request.params.stop) if delta else None
-                if token in self._eos_ids:
-                    results[row] = self._finish(text, logprobs[row], "eos")
-                elif stop is not None:
-                    results[row] = self._finish(text, logprobs[row], "stop", stop)
-                elif len(text.ids) >= request.params.max_new_tokens:
-                    results[row] = self._finish(text, logprobs[row], "length")
-                else:
-                    still_active.append(slot)
-            if len(still_active) < len(active):
-                keep = torch.tensor(still_active, dtype=torch.long, device=device)
-                cache.batch_select_indices(keep)
-                attention, tokens, temperatures, top_ps = attention[keep], tokens[keep], temperatures[keep], top_ps[keep]
-                step_positions = step_positions[keep]
-                active = [active[slot] for slot in still_active]
-            attention = torch.cat([attention, torch.ones((len(active), 1), dtype=attention.dtype, device=device)], dim=1)
-            step_positions = step_positions[:, -1:] + 1
-            step_ids = tokens.unsqueeze(-1)
-        return results  # type: ignore[return-value]
+        logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True).logits
+        return _Batch(rows, cache, attention, attention.sum(-1), logits[:, -1, :].float())
+
+    def _step(self, batch: _Batch) -> _Batch | None:
+        """Sample one token per row, retire finished rows, and run the model once for the rest."""
+        temperatures = torch.tensor([row.request.params.temperature for row in batch.rows], device=batch.logits.device)
+        top_ps = torch.tensor([row.request.params.top_p for row in batch.rows], device=batch.logits.device)
+        tokens, token_logprobs = self._sample(batch.logits, temperatures, top_ps)
+        keep = []
+        for index, row in enumerate(batch.rows):
+            token, params = int(tokens[index]), row.request.params
+            delta = row.text.push(token)
+            row.logprobs.append(float(token_logprobs[index]))
+            if delta and row.request.on_text is not None:
+                row.request.on_text(delta)
+            stop = first_stop(row.text.text, delta, params.stop) if delta else None
+            if token in self._eos_ids:
+                row.deliver(self._finish(row, "eos"))
+            elif stop is not None:
+                row.deliver(self._finish(row, "stop", stop))
+            elif len(row.text.ids) >= params.max_new_tokens:
+                row.deliver(self._finish(row, "length"))
+            else:
+                keep.append(index)
+        if not keep:
+            return None
+        if len(keep) < len(batch.rows):
+            batch = _select(batch, keep)
+            tokens = tokens[keep]
+        attention = torch.cat([batch.attention, batch.attention.new_ones((len(keep), 1))], dim=1)
+        logits = self.model(
+            input_ids=tokens[:, None], attention_mask=attention, position_ids=batch.positions[:, None], past_key_values=batch.cache, use_cache=True
+        ).logits
+        return _Batch(batch.rows, batch.cache, attention, batch.positions + 1, logits[:, -1, :].float())
 
     def _sample(self, logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tensor):
         greedy = temperatures == 0
@@ -109,22 +177,74 @@ class TransformersBackend(Backend):
         tokens = log_probs.argmax(dim=-1)
         if not bool(greedy.all()):
             sorted_lp, order = log_probs.sort(dim=-1, descending=True)
-            cumulative = sorted_lp.exp().cumsum(dim=-1)
-            outside_nucleus = cumulative - sorted_lp.exp() >= top_ps.unsqueeze(-1)
+            outside_nucleus = sorted_lp.exp().cumsum(dim=-1) - sorted_lp.exp() >= top_ps.unsqueeze(-1)
             filtered = sorted_lp.masked_fill(outside_nucleus, float("-inf"))
             choice = torch.multinomial(filtered.softmax(dim=-1), 1, generator=self._rng).squeeze(-1)
             sampled = order.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
             tokens = torch.where(greedy, tokens, sampled)
         return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
-    def _finish(self, text: IncrementalText, logprobs: list[float], reason: str, stop: str | None = None) -> Generation:
-        return Generation(
-            token_ids=list(text.ids),
-            logprobs=logprobs,
-            text=self.tokenizer.decode(text.ids),
-            finish_reason=reason,
-            stop_string=stop,
-        )
+    def _finish(self, row: _Row, reason: str, stop: str | None = None) -> Generation:
+        ids = list(row.text.ids)
+        return Generation(token_ids=ids, logprobs=row.logprobs, text=self.tokenizer.decode(ids), finish_reason=reason, stop_string=stop)
+
+
+def _drain(inbox: queue.Queue, room: int) -> list[_Row]:
+    rows = []
+    while len(rows) < room:
+        try:
+            rows.append(inbox.get_nowait())
+        except queue.Empty:
+            break
+    return rows
+
+
+def _merge(batch: _Batch | None, joining: _Batch) -> _Batch:
+    """Stack two batches whose caches have different widths by left-padding the narrower one."""
+    if batch is None:
+        return joining
+    width = max(batch.attention.shape[1], joining.attention.shape[1])
+    for old, new in zip(batch.cache.layers, joining.cache.layers, strict=True):
+        old.keys = torch.cat([_left_pad(old.keys, width, dim=2), _left_pad(new.keys, width, dim=2)])
+        old.values = torch.cat([_left_pad(old.values, width, dim=2), _left_pad(new.values, width, dim=2)])
+    attention = torch.cat([_left_pad(batch.attention, width, dim=1), _left_pad(joining.attention, width, dim=1)])
+    return _Batch(
+        batch.rows + joining.rows, batch.cache, attention, torch.cat([batch.positions, joining.positions]), torch.cat([batch.logits, joining.logits])
+    )
+
+
+def _select(batch: _Batch, keep: list[int]) -> _Batch:
+    """Keep some rows, and drop leading columns that are padding for every remaining row."""
+    index = torch.tensor(keep, device=batch.attention.device)
+    attention = batch.attention[index]
+    first_used = int(attention.any(dim=0).nonzero()[0])
+    for layer in batch.cache.layers:
+        layer.keys = layer.keys[index, :, first_used:]
+        layer.values = layer.values[index, :, first_used:]
+    return _Batch([batch.rows[i] for i in keep], batch.cache, attention[:, first_used:], batch.positions[index], batch.logits[index])
+
+
+def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    padding = [0, 0] * (tensor.dim() - dim - 1) + [missing, 0]
+    return F.pad(tensor, padding)
+
+
+def _resolver(future: asyncio.Future, loop: asyncio.AbstractEventLoop):
+    def deliver(outcome) -> None:
+        def settle():
+            if future.done():
+                return
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        loop.call_soon_threadsafe(settle)
+
+    return deliver
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
