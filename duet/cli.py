@@ -16,6 +16,7 @@ from agents.errors import DuetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
+err_console = Console(stderr=True)
 
 RequesterOpt = Annotated[str, typer.Option("--requester", "-r", help="Model spec of the requester (see README: model specs).")]
 CoderOpt = Annotated[str, typer.Option("--coder", "-c", help="Model spec of the coder: default, PATH, ORG/NAME, openai:URL#NAME, vllm:PATH.")]
@@ -113,6 +114,46 @@ def chat(
         asyncio.run(run_chat(console, thread, requester, coder, settings))
     except DuetError as error:
         fail(str(error))
+
+
+@app.command("exec")
+def exec_(
+    file: Annotated[Optional[Path], typer.Argument(help="Python file to run in the sandbox.")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Wall-clock limit in seconds.")] = None,
+    memory: Annotated[Optional[int], typer.Option("--memory", help="Address-space limit in MB.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ExecutionResult as JSON.")] = False,
+    info: Annotated[bool, typer.Option("--info", help="Show which isolation this machine gives the sandbox.")] = False,
+) -> None:
+    """Run one program through the same sandbox the executor uses."""
+    from agents.sandbox import Sandbox, SandboxLimits
+    from agents.sandbox.isolation import detect_isolation
+    from duet.configfile import load_config
+
+    if info:
+        isolation = detect_isolation()
+        if as_json:
+            sys.stdout.write(isolation.model_dump_json() + "\n")
+        else:
+            for name, value in isolation.describe():
+                console.print(f"[bold]{name}:[/] {value}", highlight=False)
+        return
+    if file is None:
+        fail("give a Python file to run, or --info")
+    try:
+        code = file.read_text(encoding="utf-8", errors="replace")
+        limits = load_config(SandboxLimits, None, {"timeout_s": timeout, "memory_mb": memory, "concurrency": 1})
+    except OSError as error:
+        fail(f"cannot read {file}: {error.strerror}; give a readable Python file")
+    except DuetError as error:
+        fail(str(error))
+    result = Sandbox(limits).run(code)
+    if as_json:
+        sys.stdout.write(result.model_dump_json() + "\n")
+        return
+    sys.stdout.write(result.stdout)
+    if result.error:
+        err_console.print(f"[red]{result.error}[/]", highlight=False)
+    err_console.print(f"[dim]exit {result.exit_code}, {result.duration_s:.3f} s{', truncated' if result.truncated else ''}[/]", highlight=False)
 
 
 if __name__ == "__main__":

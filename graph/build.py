@@ -76,3 +76,4 @@ class Team:
     async def aclose(self) -> None:
         for backend in self._backends.values():
             await backend.aclose()
+        await self.sandbox.aclose()
