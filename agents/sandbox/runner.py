@@ -112,6 +112,7 @@ class Sandbox:
         self.limits = limits or SandboxLimits()
         self.isolation = detect_isolation()
         self._idle: asyncio.Queue[_Worker] | None = None
+        self._running: asyncio.Semaphore | None = None
         self._workers: list[_Worker] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -128,19 +129,24 @@ class Sandbox:
 
     async def arun(self, code: str) -> ExecutionResult:
         idle = self._pool()
-        worker = await idle.get()
-        try:
-            reply = await worker.run(code, self.limits)
-        finally:
-            idle.put_nowait(worker)
+        async with self._running:
+            worker = await idle.get()
+            try:
+                reply = await worker.run(code, self.limits)
+            finally:
+                idle.put_nowait(worker)
         return _result(reply, self.limits)
 
     def _pool(self) -> asyncio.Queue:
-        """Workers belong to the event loop that started them; a new loop gets a new pool."""
+        """Workers belong to the event loop that started them; a new loop gets a new pool.
+
+        There are twice as many workers as programs allowed at once: after replying, a worker still kills leftovers
+        and forks its next child, and the idle queue hands the next program to a worker that is already done."""
         loop = asyncio.get_running_loop()
         if self._idle is None or self._loop is not loop:
             self._loop = loop
-            self._workers = [_Worker(index, self.isolation) for index in range(self.limits.concurrency)]
+            self._running = asyncio.Semaphore(self.limits.concurrency)
+            self._workers = [_Worker(index, self.isolation) for index in range(2 * self.limits.concurrency)]
             self._idle = asyncio.Queue()
             for worker in self._workers:
                 self._idle.put_nowait(worker)
