@@ -40,10 +40,6 @@ class ModelSpec(BaseModel):
     location: str
     served_name: str | None = None
 
-    @property
-    def label(self) -> str:
-        return self.served_name or self.location
-
 
 def parse_spec(spec: str) -> ModelSpec:
     """Parse without loading anything, so a typo fails before minutes of model loading."""

@@ -16,7 +16,7 @@ from agents.models import load_backend, parse_spec
 from agents.requester import Requester
 from agents.sandbox import Sandbox
 from graph.config import AgentConfig
-from graph.nodes import finish_node, guarded, make_coder_node, make_executor_node, make_requester_node
+from graph.nodes import guarded, make_coder_node, make_executor_node, make_finish_node, make_requester_node
 from graph.state import AgentState
 
 
@@ -25,7 +25,7 @@ def build_graph(requester: Requester, coder: Coder, sandbox: Sandbox, config: Ag
     graph.add_node("requester", guarded(make_requester_node(requester, config)))
     graph.add_node("coder", guarded(make_coder_node(coder, config)))
     graph.add_node("executor", guarded(make_executor_node(sandbox, requester, config)))
-    graph.add_node("finish", finish_node)
+    graph.add_node("finish", make_finish_node(requester))
     graph.add_edge(START, "requester")
     graph.add_conditional_edges("requester", after_requester, ["coder", "finish"])
     graph.add_edge("coder", "executor")

@@ -110,8 +110,13 @@ def repairs_left(attempts: list[CodeAttempt], config: AgentConfig) -> bool:
     return len(attempts) <= config.coder.max_repairs
 
 
-async def finish_node(state: AgentState) -> dict:
-    """Record the exchange for the chat history and report the final status."""
-    get_stream_writer()({"event": "status", "text": state.status})
-    exchange = Exchange(question=state.question, response=state.trajectory.response_text, answer=state.answer)
-    return {"history": [*state.history, exchange]}
+def make_finish_node(requester: Requester) -> Node:
+    async def finish_node(state: AgentState) -> dict:
+        """Record the exchange for the chat history (as the reader sees it, without special tokens, since the chat
+        template adds its own) and report the final status."""
+        get_stream_writer()({"event": "status", "text": state.status})
+        response = requester.visible_text([t for s in state.trajectory.segments if s.source != "prompt" for t in s.token_ids])
+        exchange = Exchange(question=state.question, response=response, answer=state.answer)
+        return {"history": [*state.history, exchange]}
+
+    return finish_node

@@ -42,11 +42,6 @@ class Trajectory(BaseModel):
     def transcript(self) -> str:
         return "".join(segment.text for segment in self.segments)
 
-    @property
-    def response_text(self) -> str:
-        """Everything after the prompt: what a reader of the requester's turn sees."""
-        return "".join(segment.text for segment in self.segments if segment.source != "prompt")
-
     def count(self, *sources: SegmentSource) -> int:
         return sum(len(segment.token_ids) for segment in self.segments if segment.source in sources)
 

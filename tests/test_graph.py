@@ -177,3 +177,18 @@ async def test_reasoning_streams_through_the_graph_from_a_real_backend(tiny_back
             state = event["state"]
     assert streamed == "".join(tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in state.trajectory.segments if s.source == "requester")
     assert_token_exact(state, tokenizer)
+
+
+async def test_a_chat_thread_sees_earlier_exchanges_once(tokenizer):
+    """The second question's prompt holds the first exchange as a user and an assistant turn, with one end-of-turn."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    config = AgentConfig()
+    requester = ScriptedBackend(tokenizer, ["First answer \\boxed{1}", "Second \\boxed{2}"])
+    graph = build_graph(Requester(requester), Coder(ScriptedBackend(tokenizer, [])), Sandbox(), config, InMemorySaver())
+    await run_question(graph, "first question", config, thread_id="t")
+    state = await run_question(graph, "second question", config, thread_id="t")
+    prompt = tokenizer.decode(requester.prompts[1])
+    assert [e.question for e in state.history] == ["first question", "second question"]
+    assert "first question<|im_end|>\n<|im_start|>assistant\nFirst answer \\boxed{1}<|im_end|>\n<|im_start|>user\nsecond question" in prompt
+    assert state.trajectory.segments[0].token_ids == requester.prompts[1]

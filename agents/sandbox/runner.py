@@ -37,7 +37,7 @@ class SandboxLimits(BaseModel):
     open_files: int = Field(64, ge=16)
     processes: int = Field(32, ge=1, description="processes and threads of one worker's uid (binds only with a uid of its own)")
     output_chars: int = Field(4000, ge=64)
-    concurrency: int = Field(os.cpu_count() or 2, ge=1, description="programs run at once, one worker each")
+    concurrency: int = Field(os.cpu_count() or 2, ge=1, description="programs run at once")
 
 
 class ExecutionResult(BaseModel):
