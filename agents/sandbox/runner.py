@@ -63,7 +63,7 @@ class _Worker:
 
     async def start(self) -> None:
         if self.isolation.private_filesystem:
-            scratch, keep = "/tmp", sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path[1:]} - {""})
+            scratch, keep = "/tmp", sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path} - {""})
         else:
             scratch, keep = tempfile.mkdtemp(prefix="duet-sandbox-"), []
             os.chmod(scratch, 0o711)

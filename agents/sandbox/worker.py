@@ -55,28 +55,27 @@ def main() -> None:
         child = WaitingChild(settings["uid"])
 
 
+HIDDEN = {"/tmp": "size=512m,mode=1777", "/var/tmp": "size=512m,mode=1777", "/dev/shm": "size=64m,mode=1777",
+          "/root": "size=1m,mode=755", "/home": "size=1m,mode=755"}
+
+
 def make_private_filesystem(keep_paths: list) -> None:
-    """Inside our own mount namespace: empty tmpfs over the shared scratch folders, and over home folders except
-    the interpreter's own files (which may live under /root), remounted read-only."""
+    """Inside our own mount namespace: an empty tmpfs over the shared scratch folders and the home folders, then the
+    interpreter's own folders (which may live under /root, or in a checkout under /tmp) put back read-only. They are
+    bound back from directory descriptors opened before the tmpfs hid them."""
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
-    for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(scratch):
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=1777", "tmpfs", scratch], check=True)
-    staging = "/tmp/.keep"
-    for home in ("/root", "/home"):
-        if not os.path.isdir(home):
-            continue
-        kept = [p for p in keep_paths if p.startswith(home + "/") and os.path.isdir(p)]
-        for index, path in enumerate(kept):
-            os.makedirs(f"{staging}/{index}", exist_ok=True)
-            subprocess.run(["mount", "--bind", path, f"{staging}/{index}"], check=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=755", "tmpfs", home], check=True)
-        for index, path in enumerate(kept):
-            os.makedirs(path, exist_ok=True)
-            subprocess.run(["mount", "--bind", f"{staging}/{index}", path], check=True)
-            subprocess.run(["mount", "-o", "remount,bind,ro", path], check=True)
-            subprocess.run(["umount", f"{staging}/{index}"], check=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    hidden = [root for root in HIDDEN if os.path.isdir(root)]
+    kept = sorted({os.path.realpath(p) for p in keep_paths if os.path.isdir(p)})
+    kept = [p for p in kept if any(p.startswith(root + "/") for root in hidden)]
+    kept = [p for p in kept if not any(p.startswith(other + "/") for other in kept)]
+    handles = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in kept}
+    for root in hidden:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", HIDDEN[root], "tmpfs", root], check=True)
+    for path, fd in handles.items():
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "--bind", f"/proc/self/fd/{fd}", path], check=True, pass_fds=[fd])
+        subprocess.run(["mount", "-o", "remount,bind,ro", path], check=True)
+        os.close(fd)
 
 
 class WaitingChild:
@@ -209,7 +208,9 @@ def wait_status(pid: int) -> int:
 
 
 def clean_up(uid, pid: int, workdir: str) -> None:
-    """After the reply: kill whatever the program left behind, reap it, remove its folder."""
+    """After the reply: kill whatever the program left behind, wait until it is gone (a dying process still counts
+    against the next program's process limit), remove its folder. The pool keeps spare workers, so this waiting
+    does not delay the next program."""
     kill_everything(uid, pid)
     reap()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -239,14 +240,11 @@ def kill_everything(uid, pid: int) -> None:
 
 
 def reap() -> None:
-    """Collect dead children (and, as PID 1 of a namespace, orphans) without waiting for the ones still exiting:
-    they were sent SIGKILL, and the next job must not wait for their address spaces to be torn down."""
+    """Wait for every child (and, as PID 1 of a namespace, every orphan); all of them were just sent SIGKILL."""
     while True:
         try:
-            done, _ = os.waitpid(-1, os.WNOHANG)
+            os.waitpid(-1, 0)
         except ChildProcessError:
-            return
-        if not done:
             return
 
 
