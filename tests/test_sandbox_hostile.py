@@ -54,8 +54,8 @@ def listener():
 
 
 def unreachable(result) -> bool:
-    """Denied, or not even visible (when the checkout lives under /tmp, which the sandbox replaces)."""
-    return any(name in (result.error or "") for name in ("PermissionError", "FileNotFoundError"))
+    """Denied, read-only, or not even visible (when the checkout lives under /tmp, which the sandbox replaces)."""
+    return any(name in (result.error or "") for name in ("PermissionError", "FileNotFoundError", "Read-only file system"))
 
 
 def snapshot(folder: Path) -> dict:

@@ -73,7 +73,7 @@ def make_private_filesystem(keep_paths: list) -> None:
         subprocess.run(["mount", "-t", "tmpfs", "-o", HIDDEN[root], "tmpfs", root], check=True)
     for path, fd in handles.items():
         os.makedirs(path, exist_ok=True)
-        subprocess.run(["mount", "--bind", f"/proc/self/fd/{fd}", path], check=True, pass_fds=[fd])
+        subprocess.run(["mount", "--no-canonicalize", "--bind", f"/proc/self/fd/{fd}", path], check=True, pass_fds=[fd])
         subprocess.run(["mount", "-o", "remount,bind,ro", path], check=True)
         os.close(fd)
 
