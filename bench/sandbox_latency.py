@@ -78,7 +78,7 @@ def main(runs: int = 200, load: int = 400) -> None:
 
     latencies, clean, mixed = asyncio.run(measure())
     fresh = fresh_interpreter_latencies(runs)
-    table = Table(title=f"sandbox ({detect_isolation().level}, {workers} workers) vs a fresh interpreter, {runs} runs each")
+    table = Table(title=f"sandbox ({detect_isolation().level}, {workers} programs at once) vs a fresh interpreter, {runs} runs each")
     for column in ("measure", "sandbox", "fresh interpreter", "ratio"):
         table.add_column(column)
     for name, share in (("p50 latency", 0.5), ("p95 latency", 0.95)):
