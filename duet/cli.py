@@ -156,5 +156,50 @@ def exec_(
     err_console.print(f"[dim]exit {result.exit_code}, {result.duration_s:.3f} s{', truncated' if result.truncated else ''}[/]", highlight=False)
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Make and convert question/answer datasets.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("make")
+def data_make(
+    name: Annotated[str, typer.Argument(help="big-value, gsm-symbolic, arithmetic, knights-knaves or countdown.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of questions.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same questions.")] = 0,
+) -> None:
+    """Generate a dataset offline, seeded and reproducible, as JSONL (id, question, answer, source, metadata)."""
+    from training.data import generate, write_jsonl
+
+    try:
+        rows = generate(name, n, seed)
+        write_jsonl(rows, out)
+    except DuetError as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot write {out}: {error.strerror}; choose a writable path")
+    console.print(f"wrote {len(rows)} {name} questions to {out}", highlight=False)
+
+
+@data_app.command("convert")
+def data_convert(
+    source: Annotated[str, typer.Argument(help="A .jsonl/.json/.parquet/.csv file or a Hugging Face dataset id.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
+    question_field: Annotated[str, typer.Option("--question-field")] = "question",
+    answer_field: Annotated[str, typer.Option("--answer-field")] = "answer",
+    split: Annotated[str, typer.Option("--split", help="Split of a hub dataset.")] = "train",
+) -> None:
+    """Load any supported source with a field mapping and write duet's JSONL; rows without an answer are counted."""
+    from training.data import FieldMap, load_rows, write_jsonl
+
+    try:
+        loaded = load_rows(source, FieldMap(question=question_field, answer=answer_field), split)
+        write_jsonl(loaded.rows, out)
+    except DuetError as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot write {out}: {error.strerror}; choose a writable path")
+    console.print(f"wrote {len(loaded.rows)} rows to {out}; skipped {loaded.skipped} without a usable question or answer", highlight=False)
+
+
 if __name__ == "__main__":
     app()

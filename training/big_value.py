@@ -1,0 +1,173 @@
+"""Big-value word problems in the spirit of the published big-value GSM test: GSM-style templates whose quantities are
+9-11 digit integers or decimals, with the answer computed exactly (Fractions) from the same numbers.
+
+Only templates whose answer is a closed formula of their quantities are here, so every answer is recomputed, never
+guessed. Divisions are arranged to come out even, and decimal answers are written out exactly (they terminate,
+because every divisor is built from 2s and 5s or divides evenly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from random import Random
+
+NAMES = ["Ava", "Liam", "Noah", "Emma", "Mia", "Omar", "Priya", "Chen", "Sofia", "Lucas"]
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    text: str
+    draw: Callable[[Random], dict[str, Fraction]]
+    answer: Callable[[dict[str, Fraction]], Fraction]
+
+
+def big_int(rng: Random) -> Fraction:
+    digits = rng.randint(9, 11)
+    return Fraction(rng.randint(10 ** (digits - 1), 10**digits - 1))
+
+
+def big_decimal(rng: Random) -> Fraction:
+    """A 9-11 digit number with 2 decimal places, e.g. 48213907.55."""
+    return big_int(rng) / 100
+
+
+def big(rng: Random) -> Fraction:
+    return big_int(rng) if rng.random() < 0.7 else big_decimal(rng)
+
+
+def _ordered(rng: Random) -> tuple[Fraction, Fraction]:
+    first, second = big(rng), big(rng)
+    return (first, second) if first >= second else (second, first)
+
+
+def _shares(rng: Random) -> dict[str, Fraction]:
+    """A 9-11 digit total that the number of people divides evenly."""
+    people = rng.randint(3, 40)
+    digits = rng.randint(9, 11)
+    total = rng.randint(10 ** (digits - 1) + people, 10**digits - 1)
+    return {"total": Fraction(total - total % people), "people": Fraction(people)}
+
+
+def _budget(rng: Random) -> dict[str, Fraction]:
+    """An 11-digit amount and two 9-digit expenses, so the rest is positive; all in cents when decimal."""
+    scale = 100 if rng.random() < 0.3 else 1
+    return {
+        "a": Fraction(rng.randint(10**10, 10**11 - 1), scale),
+        "b": Fraction(rng.randint(10**8, 10**9 - 1), scale),
+        "c": Fraction(rng.randint(10**8, 10**9 - 1), scale),
+    }
+
+
+TEMPLATES = [
+    Template(
+        "buy_more",
+        "{name} has {a} stamps and buys {b} more. How many stamps does {name} have now?",
+        lambda rng: {"a": big_int(rng), "b": big_int(rng)},
+        lambda v: v["a"] + v["b"],
+    ),
+    Template(
+        "sell_some",
+        "A warehouse holds {a} kilograms of rice. It ships out {b} kilograms. How many kilograms are left?",
+        lambda rng: dict(zip(("a", "b"), _ordered(rng))),
+        lambda v: v["a"] - v["b"],
+    ),
+    Template(
+        "daily_rate",
+        "A factory makes {a} bolts every day. How many bolts does it make in {days} days?",
+        lambda rng: {"a": big_int(rng), "days": Fraction(rng.randint(2, 365))},
+        lambda v: v["a"] * v["days"],
+    ),
+    Template(
+        "product",
+        "A field has {a} rows with {b} plants in each row. How many plants are in the field?",
+        lambda rng: {"a": big_int(rng), "b": big_int(rng)},
+        lambda v: v["a"] * v["b"],
+    ),
+    Template(
+        "savings",
+        "{name} earns {a} dollars a month and spends {b} dollars a month. How many dollars does {name} save in {months} months?",
+        lambda rng: {**dict(zip(("a", "b"), _ordered(rng))), "months": Fraction(rng.randint(2, 36))},
+        lambda v: (v["a"] - v["b"]) * v["months"],
+    ),
+    Template(
+        "equal_shares",
+        "{total} coins are shared equally among {people} people. How many coins does each person get?",
+        _shares,
+        lambda v: v["total"] / v["people"],
+    ),
+    Template(
+        "percent_increase",
+        "A company's revenue was {a} dollars. It grew by {percent} percent. What is the new revenue in dollars?",
+        lambda rng: {"a": big(rng), "percent": Fraction(rng.randint(1, 99))},
+        lambda v: v["a"] * (100 + v["percent"]) / 100,
+    ),
+    Template(
+        "two_legs",
+        "A ship sails {a} meters, then {b} meters, then {c} meters. How many meters does it sail in total?",
+        lambda rng: {"a": big(rng), "b": big(rng), "c": big(rng)},
+        lambda v: v["a"] + v["b"] + v["c"],
+    ),
+    Template(
+        "remaining_after_two",
+        "{name} had {a} dollars, paid {b} dollars for a house and {c} dollars for a car. How many dollars are left?",
+        lambda rng: _budget(rng),
+        lambda v: v["a"] - v["b"] - v["c"],
+    ),
+    Template(
+        "price_times_count",
+        "One machine costs {a} dollars. How many dollars do {count} machines cost?",
+        lambda rng: {"a": big_decimal(rng), "count": Fraction(rng.randint(2, 500))},
+        lambda v: v["a"] * v["count"],
+    ),
+]
+
+
+def render(value: Fraction) -> str:
+    """An exact decimal string: 48213 or 48213.5 or -12.25. Only terminating decimals are ever produced here."""
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    whole, rest = divmod(value.numerator, value.denominator)
+    if rest == 0:
+        return f"{sign}{whole}"
+    digits = []
+    remainder = Fraction(rest, value.denominator)
+    for _ in range(40):
+        remainder *= 10
+        digit = int(remainder)
+        digits.append(str(digit))
+        remainder -= digit
+        if remainder == 0:
+            return f"{sign}{whole}.{''.join(digits)}"
+    raise ValueError(f"{value} does not terminate in 40 decimal places")
+
+
+def render_quantity(value: Fraction) -> str:
+    """Quantities are whole numbers or amounts in cents, written with both decimals (6625707.30)."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    cents = value * 100
+    assert cents.denominator == 1, "quantities are drawn in whole cents"
+    whole, part = divmod(abs(cents.numerator), 100)
+    return f"{'-' if value < 0 else ''}{whole}.{part:02d}"
+
+
+def make_item(rng: Random, index: int) -> dict:
+    template = TEMPLATES[rng.randrange(len(TEMPLATES))]
+    values = template.draw(rng)
+    words = {key: render_quantity(value) for key, value in values.items()}
+    question = template.text.format(name=rng.choice(NAMES), **words)
+    return {
+        "id": f"big-value-{index}",
+        "question": question,
+        "answer": render(template.answer(values)),
+        "source": "big-value",
+        "metadata": {"template": template.name, "values": words},
+    }
+
+
+def generate(n: int, seed: int) -> list[dict]:
+    rng = Random(seed)
+    return [make_item(rng, index) for index in range(n)]
