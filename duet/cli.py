@@ -201,5 +201,60 @@ def data_convert(
     console.print(f"wrote {len(loaded.rows)} rows to {out}; skipped {loaded.skipped} without a usable question or answer", highlight=False)
 
 
+eval_app = typer.Typer(help="Evaluate on datasets with and without the coder; compare reports.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback(invoke_without_command=True)
+def evaluate(
+    ctx: typer.Context,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="JSONL dataset (repeat for several).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder; an existing one is resumed.")] = None,
+    requester: RequesterOpt = "default",
+    coder: CoderOpt = "default",
+    modes: Annotated[str, typer.Option("--modes", help="coder, alone, or coder,alone.")] = "coder,alone",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="First N questions of each file.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Questions in flight at once.")] = 16,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the graph over datasets; write records.jsonl, report.md, report.json and accuracy.png to --out."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from training.evaluate import EvalConfig, evaluate as run_evaluation, write_report
+
+    if not data or out is None:
+        fail("give --data FILE (one or more) and --out FOLDER")
+    try:
+        eval_config = EvalConfig(
+            data=data, requester=requester, coder=coder, modes=[m.strip() for m in modes.split(",") if m.strip()],
+            limit=limit, concurrency=concurrency, agent=agent_config(config, None),
+        )
+    except DuetError as error:
+        fail(str(error))
+    except ValueError as error:
+        fail(f"bad option: {str(error).splitlines()[-1]}; --modes takes coder, alone or coder,alone")
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console) as bar:
+        task = bar.add_task("questions", total=None)
+        try:
+            summaries = asyncio.run(run_evaluation(eval_config, out, lambda **kw: bar.update(task, **kw)))
+        except DuetError as error:
+            fail(str(error))
+    write_report(summaries, out, "duet eval " + " ".join(sys.argv[2:]))
+    sys.stdout.write((out / "report.md").read_text())
+
+
+@eval_app.command("compare")
+def eval_compare(first: Path, second: Path) -> None:
+    """Show two reports side by side."""
+    from training.evaluate import compare_table
+
+    try:
+        sys.stdout.write(compare_table(first, second) + "\n")
+    except (OSError, ValueError, KeyError) as error:
+        fail(f"cannot compare {first} and {second} ({type(error).__name__}); give two folders written by duet eval")
+
+
 if __name__ == "__main__":
     app()

@@ -20,7 +20,8 @@ from graph.nodes import guarded, make_coder_node, make_executor_node, make_finis
 from graph.state import AgentState
 
 
-def build_graph(requester: Requester, coder: Coder, sandbox: Sandbox, config: AgentConfig, checkpointer=None):
+def build_graph(requester: Requester, coder: Coder | None, sandbox: Sandbox, config: AgentConfig, checkpointer=None):
+    """`coder=None` runs the requester alone: its requests are answered with a notice instead of a program."""
     graph = StateGraph(AgentState)
     graph.add_node("requester", guarded(make_requester_node(requester, config)))
     graph.add_node("coder", guarded(make_coder_node(coder, config)))
@@ -70,8 +71,8 @@ class Team:
         self.coder = Coder(self.backend(spec), self.config.coder)
         self.coder_spec = spec
 
-    def graph(self, checkpointer=None):
-        return build_graph(self.requester, self.coder, self.sandbox, self.config, checkpointer)
+    def graph(self, checkpointer=None, with_coder: bool = True):
+        return build_graph(self.requester, self.coder if with_coder else None, self.sandbox, self.config, checkpointer)
 
     async def aclose(self) -> None:
         for backend in self._backends.values():

@@ -67,10 +67,18 @@ def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
     return requester_node
 
 
-def make_coder_node(coder: Coder, config: AgentConfig) -> Node:
+NO_HELPER = "no helper is available in this run; continue without it"
+
+
+def make_coder_node(coder: Coder | None, config: AgentConfig) -> Node:
+    """With no coder (the requester-alone evaluation), the prompt and protocol stay as they are and every request is
+    answered with a fixed notice, so the comparison isolates what the coder adds."""
+
     async def coder_node(state: AgentState) -> dict:
         call = state.calls[-1]
-        if not call.request:
+        if coder is None:
+            attempt = CodeAttempt(reply="", code=None, error=NO_HELPER)
+        elif not call.request:
             attempt = CodeAttempt(reply="", code=None, error="empty request: write what to compute between the tags")
         else:
             failures = [(a.code or a.reply, a.error) for a in call.attempts if a.failed]
@@ -94,7 +102,7 @@ def make_executor_node(sandbox: Sandbox, requester: Requester, config: AgentConf
             attempt = attempt.model_copy(update={"result": result, "error": result.error})
             emit({"event": "output" if result.ok else "execution_error", "text": result.stdout if result.ok else result.error})
         attempts = [*call.attempts[:-1], attempt]
-        if attempt.failed and repairs_left(attempts, config) and call.request:
+        if attempt.failed and repairs_left(attempts, config) and attempt.reply:  # a coder replied and can repair
             return {"calls": [*state.calls[:-1], call.model_copy(update={"attempts": attempts})]}
         inserted = format_result(attempt.result.stdout if attempt.result else None, attempt.error)
         ids = requester.encode_inserted(inserted)

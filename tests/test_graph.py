@@ -192,3 +192,14 @@ async def test_a_chat_thread_sees_earlier_exchanges_once(tokenizer):
     assert [e.question for e in state.history] == ["first question", "second question"]
     assert "first question<|im_end|>\n<|im_start|>assistant\nFirst answer \\boxed{1}<|im_end|>\n<|im_start|>user\nsecond question" in prompt
     assert state.trajectory.segments[0].token_ids == requester.prompts[1]
+
+
+async def test_requester_alone_gets_a_notice_instead_of_a_program(tokenizer):
+    config = AgentConfig()
+    requester = ScriptedBackend(tokenizer, ["<request>multiply 3 by 4</request>", "I will do it myself: \\boxed{12}"])
+    graph = build_graph(Requester(requester), None, Sandbox(), config)
+    state = await run_question(graph, "3 * 4?", config)
+    [call] = state.calls
+    assert len(call.attempts) == 1 and call.code is None and "no helper" in call.inserted
+    assert state.status == "answered" and state.answer == "12"
+    assert_token_exact(state, tokenizer)

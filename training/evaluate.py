@@ -1,0 +1,220 @@
+"""Evaluation: the same graph as `duet ask`, over datasets, with and without the coder, resumable, with a report.
+
+Each finished question is appended to `records.jsonl` at once, so a killed run restarts where it stopped. Metrics are
+computed from those records alone (`summarize`), which keeps them testable on hand-made records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from graph.config import AgentConfig
+from graph.state import AgentState
+from training.data import load_rows
+from training.rewards import answer_correct
+
+Mode = Literal["coder", "alone"]
+ALONE_NOTE = (
+    "Requester alone: the same prompt and protocol, but every request is answered with "
+    "'no helper is available in this run; continue without it' instead of a program's output."
+)
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: list[Path]
+    requester: str = "default"
+    coder: str = "default"
+    modes: list[Mode] = Field(default_factory=lambda: ["coder", "alone"])
+    limit: int | None = Field(None, ge=1, description="first N questions of each file")
+    concurrency: int = Field(16, ge=1, description="questions in flight at once")
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+
+
+class Record(BaseModel):
+    dataset: str
+    id: str
+    mode: Mode
+    question: str
+    gold: str
+    answer: str | None
+    correct: bool
+    status: str
+    requests: int
+    attempts: int
+    failed_executions: int
+    executions: int
+    calls_with_failure: int
+    calls_recovered: int
+    tokens: int
+    seconds: float
+
+
+def record_of(dataset: str, row: dict, mode: Mode, state: AgentState, seconds: float) -> Record:
+    executed = [a for call in state.calls for a in call.attempts if a.result is not None]
+    troubled = [call for call in state.calls if any(a.failed for a in call.attempts if a.result is not None)]
+    return Record(
+        dataset=dataset, id=row["id"], mode=mode, question=row["question"], gold=row["answer"], answer=state.answer,
+        correct=answer_correct(row, state.answer), status=state.status, requests=len(state.calls),
+        attempts=sum(len(call.attempts) for call in state.calls),
+        failed_executions=sum(a.failed for a in executed), executions=len(executed),
+        calls_with_failure=len(troubled), calls_recovered=sum(not call.attempts[-1].failed for call in troubled),
+        tokens=state.trajectory.count("requester", "inserted"), seconds=round(seconds, 3),
+    )
+
+
+class Summary(BaseModel):
+    dataset: str
+    mode: Mode
+    questions: int
+    accuracy: float
+    format_rate: float = Field(description="share of runs that ended with a boxed answer")
+    asked_rate: float = Field(description="share of questions with at least one request")
+    requests_per_question: float
+    executor_error_rate: float = Field(description="failed executions / executions")
+    recovery_rate: float | None = Field(description="calls whose failed program was repaired / calls with a failure")
+    tokens_per_question: float
+    seconds_per_question: float
+
+
+def summarize(records: list[Record]) -> list[Summary]:
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for record in records:
+        groups.setdefault((record.dataset, record.mode), []).append(record)
+    summaries = []
+    for (dataset, mode), group in sorted(groups.items()):
+        n = len(group)
+        executions = sum(r.executions for r in group)
+        troubled = sum(r.calls_with_failure for r in group)
+        summaries.append(Summary(
+            dataset=dataset, mode=mode, questions=n,
+            accuracy=sum(r.correct for r in group) / n,
+            format_rate=sum(r.status == "answered" for r in group) / n,
+            asked_rate=sum(r.requests > 0 for r in group) / n,
+            requests_per_question=sum(r.requests for r in group) / n,
+            executor_error_rate=sum(r.failed_executions for r in group) / executions if executions else 0.0,
+            recovery_rate=sum(r.calls_recovered for r in group) / troubled if troubled else None,
+            tokens_per_question=sum(r.tokens for r in group) / n,
+            seconds_per_question=sum(r.seconds for r in group) / n,
+        ))
+    return summaries
+
+
+def read_records(path: Path) -> list[Record]:
+    """Records written so far; a line cut short by a killed run is dropped and its question runs again."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(Record.model_validate_json(line))
+        except ValueError:
+            continue
+    return records
+
+
+async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -> list[Summary]:
+    """Run what is not yet in `out/records.jsonl`, append each result as it finishes, and summarize everything."""
+    from graph.build import Team
+    from graph.run import run_question
+
+    out.mkdir(parents=True, exist_ok=True)
+    records_path = out / "records.jsonl"
+    done = {(r.dataset, r.id, r.mode) for r in read_records(records_path)}
+    datasets = {path.stem: load_rows(str(path)).rows[: config.limit] for path in config.data}
+    pending = [(name, row, mode) for mode in config.modes for name, rows in datasets.items() for row in rows if (name, row["id"], mode) not in done]
+    if on_progress:
+        on_progress(total=len(pending) + len(done), completed=len(done))
+    if pending:
+        team = team or Team(config.requester, config.coder, config.agent)
+        graphs = {mode: team.graph(with_coder=mode == "coder") for mode in config.modes}
+        slots = asyncio.Semaphore(config.concurrency)
+        with records_path.open("a", encoding="utf-8") as sink:
+
+            async def one(name: str, row: dict, mode: Mode) -> None:
+                async with slots:
+                    started = time.perf_counter()
+                    state = await run_question(graphs[mode], row["question"], config.agent)
+                    record = record_of(name, row, mode, state, time.perf_counter() - started)
+                sink.write(record.model_dump_json() + "\n")
+                sink.flush()
+                if on_progress:
+                    on_progress(advance=1)
+
+            try:
+                await asyncio.gather(*(one(*item) for item in pending))
+            finally:
+                await team.aclose()
+    return summarize(read_records(records_path))
+
+
+def write_report(summaries: list[Summary], out: Path, command: str) -> None:
+    """report.json (for `duet eval compare`), report.md (the table and what each mode means), charts as PNG."""
+    (out / "report.json").write_text(json.dumps({"command": command, "summaries": [s.model_dump() for s in summaries]}, indent=2))
+    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\n{ALONE_NOTE}\n", markdown_table(summaries), "\n![accuracy](accuracy.png)\n"]
+    (out / "report.md").write_text("\n".join(lines))
+    plot_accuracy(summaries, out / "accuracy.png")
+
+
+COLUMNS = [
+    ("dataset", "dataset", str), ("mode", "mode", str), ("n", "questions", str), ("accuracy", "accuracy", "{:.1%}"),
+    ("format", "format_rate", "{:.1%}"), ("asked", "asked_rate", "{:.1%}"), ("requests/q", "requests_per_question", "{:.2f}"),
+    ("exec errors", "executor_error_rate", "{:.1%}"), ("recovered", "recovery_rate", "{:.1%}"),
+    ("tokens/q", "tokens_per_question", "{:.0f}"), ("s/q", "seconds_per_question", "{:.1f}"),
+]
+
+
+def markdown_table(summaries: list[Summary]) -> str:
+    def cell(summary: Summary, field: str, style) -> str:
+        value = getattr(summary, field)
+        return "n/a" if value is None else style(value) if callable(style) else style.format(value)
+
+    header = "| " + " | ".join(title for title, _, _ in COLUMNS) + " |"
+    rule = "|" + "---|" * len(COLUMNS)
+    rows = ["| " + " | ".join(cell(s, field, style) for _, field, style in COLUMNS) + " |" for s in summaries]
+    return "\n".join([header, rule, *rows])
+
+
+def plot_accuracy(summaries: list[Summary], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({s.dataset for s in summaries})
+    modes = sorted({s.mode for s in summaries})
+    figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(datasets), 3.2))
+    width = 0.8 / max(len(modes), 1)
+    for offset, mode in enumerate(modes):
+        values = [next((s.accuracy for s in summaries if s.dataset == d and s.mode == mode), 0.0) for d in datasets]
+        axis.bar([i + offset * width for i in range(len(datasets))], values, width, label=f"{'with coder' if mode == 'coder' else 'requester alone'}")
+    axis.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(datasets))], datasets)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("accuracy")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def compare_table(first: Path, second: Path) -> str:
+    """Two reports side by side, matched on dataset and mode."""
+    a, b = (json.loads((path / "report.json").read_text())["summaries"] for path in (first, second))
+    index = {(s["dataset"], s["mode"]): s for s in b}
+    lines = [f"| dataset | mode | accuracy {first.name} | accuracy {second.name} | change | requests/q {first.name} | requests/q {second.name} |",
+             "|---|---|---|---|---|---|---|"]
+    for s in a:
+        other = index.get((s["dataset"], s["mode"]))
+        if other is None:
+            continue
+        change = other["accuracy"] - s["accuracy"]
+        lines.append(f"| {s['dataset']} | {s['mode']} | {s['accuracy']:.1%} | {other['accuracy']:.1%} | {change:+.1%} | "
+                     f"{s['requests_per_question']:.2f} | {other['requests_per_question']:.2f} |")
+    return "\n".join(lines)
