@@ -96,3 +96,12 @@ def test_data_cli_make_and_convert(tmp_path, table):
     assert converted.returncode == 0 and "skipped 1" in converted.stdout
     bad = duet("data", "convert", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x.jsonl"))
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_duet_jsonl_round_trips_with_its_own_ids_sources_and_metadata(tmp_path):
+    rows = generate("countdown", 4, 3)
+    path = tmp_path / "countdown.jsonl"
+    write_jsonl(rows, path)
+    loaded = load_rows(str(path)).rows
+    assert [(r["id"], r["source"], r["answer"]) for r in loaded] == [(r["id"], r["source"], r["answer"]) for r in rows]
+    assert [r["metadata"]["target"] for r in loaded] == [r["metadata"]["target"] for r in rows]

@@ -66,9 +66,15 @@ def load_rows(source: str, fields: FieldMap | None = None, split: str = "train")
         if not _usable(question) or not _usable(answer):
             skipped += 1
             continue
-        extra = {k: v for k, v in record.items() if k not in (fields.question, fields.answer)}
-        rows.append({"id": f"{path.stem or source}-{index}", "question": str(question).strip(), "answer": str(answer).strip(),
-                     "source": source, "metadata": extra})
+        own = {"id", "source", "metadata", fields.question, fields.answer}
+        metadata = {**{k: v for k, v in record.items() if k not in own}, **(record.get("metadata") or {})}
+        rows.append({
+            "id": str(record.get("id") or f"{path.stem or source}-{index}"),
+            "question": str(question).strip(),
+            "answer": str(answer).strip(),
+            "source": record.get("source") or source,
+            "metadata": metadata,
+        })
     return LoadedData(rows=rows, skipped=skipped)
 
 
@@ -115,3 +121,10 @@ def write_jsonl(rows: list[dict], out: Path) -> None:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     partial.replace(out)
+
+
+def filter_and_order(rows: list[dict], pass_rates: dict[str, float]) -> list[dict]:
+    """As published: drop what the base requester always solves, then order from easy to hard (highest pass rate
+    first). Questions without a measured rate are dropped: their difficulty is unknown."""
+    kept = [row for row in rows if row["id"] in pass_rates and pass_rates[row["id"]] < 1.0]
+    return sorted(kept, key=lambda row: -pass_rates[row["id"]])

@@ -120,6 +120,16 @@ def read_records(path: Path) -> list[Record]:
     return records
 
 
+def drop_partial_line(path: Path) -> None:
+    """A run killed mid-write leaves a line without its newline; cut it so appended records start on a line of
+    their own (its question runs again)."""
+    if not path.is_file():
+        return
+    content = path.read_bytes()
+    if content and not content.endswith(b"\n"):
+        path.write_bytes(content[: content.rfind(b"\n") + 1])
+
+
 async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -> list[Summary]:
     """Run what is not yet in `out/records.jsonl`, append each result as it finishes, and summarize everything."""
     from graph.build import Team
@@ -127,6 +137,7 @@ async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -
 
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
+    drop_partial_line(records_path)
     done = {(r.dataset, r.id, r.mode) for r in read_records(records_path)}
     datasets = {path.stem: load_rows(str(path)).rows[: config.limit] for path in config.data}
     pending = [(name, row, mode) for mode in config.modes for name, rows in datasets.items() for row in rows if (name, row["id"], mode) not in done]

@@ -1,0 +1,89 @@
+"""Evaluation metrics on hand-made records, resume after an interruption, and the difficulty filter."""
+
+import json
+
+import pytest
+
+from agents.coder import Coder
+from agents.requester import Requester
+from agents.sandbox import Sandbox
+from graph.build import build_graph
+from graph.config import AgentConfig
+from tests.scripted import ScriptedBackend
+from training.data import filter_and_order, write_jsonl
+from training.evaluate import EvalConfig, Record, compare_table, evaluate, markdown_table, read_records, summarize, write_report
+
+
+def record(**fields) -> Record:
+    base = dict(dataset="d", id="1", mode="coder", question="q", gold="2", answer="2", correct=True, status="answered", requests=1,
+                attempts=1, failed_executions=0, executions=1, calls_with_failure=0, calls_recovered=0, tokens=100, seconds=2.0)
+    return Record(**{**base, **fields})
+
+
+def test_metrics_from_hand_made_records():
+    records = [
+        record(id="1"),
+        record(id="2", correct=False, answer=None, status="no_answer", requests=0, attempts=0, executions=0, tokens=50, seconds=1.0),
+        record(id="3", requests=2, attempts=3, failed_executions=1, executions=3, calls_with_failure=1, calls_recovered=1, tokens=300, seconds=3.0),
+        record(id="4", correct=False, requests=1, attempts=2, failed_executions=2, executions=2, calls_with_failure=1, calls_recovered=0, tokens=150, seconds=2.0),
+        record(id="1", mode="alone", correct=False, requests=1, attempts=1, executions=0),
+    ]
+    coder, alone = summarize(records)[1], summarize(records)[0]
+    assert (coder.mode, coder.questions, alone.mode, alone.questions) == ("coder", 4, "alone", 1)
+    assert coder.accuracy == 0.5 and coder.format_rate == 0.75 and coder.asked_rate == 0.75
+    assert coder.requests_per_question == 1.0
+    assert coder.executor_error_rate == pytest.approx(3 / 6)
+    assert coder.recovery_rate == 0.5
+    assert coder.tokens_per_question == 150 and coder.seconds_per_question == 2.0
+    assert alone.recovery_rate is None and alone.executor_error_rate == 0.0
+    assert "| d | coder | 4 | 50.0% | 75.0% |" in markdown_table(summarize(records))
+
+
+class ScriptedTeam:
+    """Stands in for Team: a graph per mode over scripted models that answer each question's gold number."""
+
+    def __init__(self, tokenizer, rows):
+        self.asked = []
+        replies = {row["question"]: f"\\\\boxed{{{row['answer']}}}" for row in rows}
+        self.tokenizer, self.replies = tokenizer, replies
+
+    def graph(self, with_coder=True):
+        team = self
+
+        class Answering(ScriptedBackend):
+            async def generate(self, requests):
+                question = next(q for q in team.replies if q in team.tokenizer.decode(requests[0].prompt_ids[-60:]))
+                team.asked.append(question)
+                self.replies = [team.replies[question]]
+                return await super().generate(requests)
+
+        config = AgentConfig()
+        return build_graph(Requester(Answering(self.tokenizer, [])), Coder(ScriptedBackend(self.tokenizer, [])) if with_coder else None, Sandbox(), config)
+
+    async def aclose(self):
+        pass
+
+
+async def test_an_interrupted_eval_resumes_where_it_stopped(tokenizer, tmp_path):
+    rows = [{"id": f"r{i}", "question": f"What is {i} plus {i}, question {i}?", "answer": str(2 * i), "source": "test", "metadata": {}} for i in range(4)]
+    data = tmp_path / "set.jsonl"
+    write_jsonl(rows, data)
+    out = tmp_path / "report"
+    out.mkdir()
+    finished = [record(dataset="set", id=f"r{i}", mode="coder", question=rows[i]["question"], gold=rows[i]["answer"]) for i in range(2)]
+    (out / "records.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in finished) + '{"dataset": "set", "id": "r2", "mo')
+    team = ScriptedTeam(tokenizer, rows)
+    summaries = await evaluate(EvalConfig(data=[data], modes=["coder"]), out, team=team)
+    assert sorted(team.asked) == [rows[2]["question"], rows[3]["question"]]  # only what was not finished
+    assert summaries[0].questions == 4 and summaries[0].accuracy == 1.0
+    assert len(read_records(out / "records.jsonl")) == 4
+    write_report(summaries, out, "duet eval --data set.jsonl")
+    report = json.loads((out / "report.json").read_text())
+    assert report["command"] == "duet eval --data set.jsonl" and (out / "accuracy.png").stat().st_size > 1000
+    assert "| set | coder | 100.0% | 100.0% | +0.0% |" in compare_table(out, out)
+
+
+def test_filter_drops_always_solved_and_orders_easy_to_hard():
+    rows = [{"id": name} for name in "abcdef"]
+    rates = {"a": 1.0, "b": 0.25, "c": 0.75, "d": 0.0, "e": 0.75}
+    assert [row["id"] for row in filter_and_order(rows, rates)] == ["c", "e", "b", "d"]
