@@ -201,6 +201,49 @@ def data_convert(
     console.print(f"wrote {len(loaded.rows)} rows to {out}; skipped {loaded.skipped} without a usable question or answer", highlight=False)
 
 
+@data_app.command("filter")
+def data_filter(
+    data: Annotated[Path, typer.Argument(help="duet JSONL dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Filtered, easy-to-hard JSONL to write.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="Samples per question.")] = 4,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.01, help="Requester sampling temperature.")] = 1.0,
+    requester: RequesterOpt = "default",
+    coder: CoderOpt = "default",
+    config: ConfigOpt = None,
+) -> None:
+    """Sample the requester k times per question; drop what it always solves; order the rest easy to hard."""
+    from graph.build import Team
+    from graph.run import run_question
+    from training.data import load_rows, write_jsonl
+    from training.difficulty import filter_and_order, measure_pass_rates, save_pass_rates
+    from training.rewards import answer_correct
+
+    try:
+        settings = agent_config(config, None)
+        settings.requester.temperature = temperature
+        rows = load_rows(str(data)).rows
+        team = Team(requester, coder, settings)
+    except DuetError as error:
+        fail(str(error))
+    graph = team.graph()
+
+    async def solve(row: dict) -> bool:
+        state = await run_question(graph, row["question"], settings)
+        return answer_correct(row, state.answer)
+
+    async def measure():
+        try:
+            return await measure_pass_rates(rows, solve, k)
+        finally:
+            await team.aclose()
+
+    rates = asyncio.run(measure())
+    kept = filter_and_order(rows, rates)
+    write_jsonl(kept, out)
+    saved = save_pass_rates(data, rates, k)
+    console.print(f"kept {len(kept)} of {len(rows)} questions (dropped those always solved) in {out}; pass rates in {saved}", highlight=False)
+
+
 eval_app = typer.Typer(help="Evaluate on datasets with and without the coder; compare reports.")
 app.add_typer(eval_app, name="eval")
 

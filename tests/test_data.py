@@ -105,3 +105,17 @@ def test_duet_jsonl_round_trips_with_its_own_ids_sources_and_metadata(tmp_path):
     loaded = load_rows(str(path)).rows
     assert [(r["id"], r["source"], r["answer"]) for r in loaded] == [(r["id"], r["source"], r["answer"]) for r in rows]
     assert [r["metadata"]["target"] for r in loaded] == [r["metadata"]["target"] for r in rows]
+
+
+def test_data_filter_cli_saves_pass_rates_beside_the_data(tmp_path, tiny_dir):
+    data = tmp_path / "bv.jsonl"
+    write_jsonl(big_value.generate(3, 0), data)
+    config = tmp_path / "short.yaml"
+    config.write_text("requester: {max_segment_tokens: 8}\nlimits: {max_calls: 0}\n")
+    result = duet("data", "filter", str(data), "--k", "2", "--out", str(tmp_path / "hard.jsonl"),
+                  "--requester", str(tiny_dir), "--coder", str(tiny_dir), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((tmp_path / "bv.pass_rates.json").read_text())
+    assert saved["k"] == 2 and set(saved["pass_rates"]) == {row["id"] for row in big_value.generate(3, 0)}
+    kept = [json.loads(line)["id"] for line in (tmp_path / "hard.jsonl").read_text().splitlines()]
+    assert kept == [row["id"] for row in sorted(big_value.generate(3, 0), key=lambda r: -saved["pass_rates"][r["id"]]) if saved["pass_rates"][row["id"]] < 1]

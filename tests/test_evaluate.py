@@ -10,7 +10,8 @@ from agents.sandbox import Sandbox
 from graph.build import build_graph
 from graph.config import AgentConfig
 from tests.scripted import ScriptedBackend
-from training.data import filter_and_order, write_jsonl
+from training.data import write_jsonl
+from training.difficulty import filter_and_order, measure_pass_rates
 from training.evaluate import EvalConfig, Record, compare_table, evaluate, markdown_table, read_records, summarize, write_report
 
 
@@ -87,3 +88,13 @@ def test_filter_drops_always_solved_and_orders_easy_to_hard():
     rows = [{"id": name} for name in "abcdef"]
     rates = {"a": 1.0, "b": 0.25, "c": 0.75, "d": 0.0, "e": 0.75}
     assert [row["id"] for row in filter_and_order(rows, rates)] == ["c", "e", "b", "d"]
+
+
+async def test_pass_rates_count_k_attempts_per_question():
+    rows = [{"id": "easy"}, {"id": "half"}, {"id": "never"}]
+    tries = {"easy": iter([True] * 4), "half": iter([True, False, True, False]), "never": iter([False] * 4)}
+
+    async def solve(row):
+        return next(tries[row["id"]])
+
+    assert await measure_pass_rates(rows, solve, k=4) == {"easy": 1.0, "half": 0.5, "never": 0.0}

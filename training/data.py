@@ -122,9 +122,3 @@ def write_jsonl(rows: list[dict], out: Path) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     partial.replace(out)
 
-
-def filter_and_order(rows: list[dict], pass_rates: dict[str, float]) -> list[dict]:
-    """As published: drop what the base requester always solves, then order from easy to hard (highest pass rate
-    first). Questions without a measured rate are dropped: their difficulty is unknown."""
-    kept = [row for row in rows if row["id"] in pass_rates and pass_rates[row["id"]] < 1.0]
-    return sorted(kept, key=lambda row: -pass_rates[row["id"]])
