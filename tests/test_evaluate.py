@@ -98,3 +98,27 @@ async def test_pass_rates_count_k_attempts_per_question():
         return next(tries[row["id"]])
 
     assert await measure_pass_rates(rows, solve, k=4) == {"easy": 1.0, "half": 0.5, "never": 0.0}
+
+
+def test_a_record_is_read_off_a_hand_made_run():
+    from agents.sandbox import ExecutionResult
+    from graph.state import AgentState, Call, CodeAttempt, Segment, Trajectory
+    from training.evaluate import record_of
+
+    def ran(ok):
+        return ExecutionResult(stdout="5\n" if ok else "", stderr="", error=None if ok else "NameError: x", exit_code=0 if ok else 1, duration_s=0.01)
+
+    state = AgentState(
+        question="q", answer="5", status="answered",
+        trajectory=Trajectory(segments=[Segment(source="prompt", token_ids=[1, 2, 3], text="p"), Segment(source="requester", token_ids=[4, 5], text="r"),
+                                        Segment(source="inserted", token_ids=[6], text="i"), Segment(source="requester", token_ids=[7], text="r")]),
+        calls=[
+            Call(request="a", attempts=[CodeAttempt(reply="x", code="x", result=ran(False), error="NameError: x"), CodeAttempt(reply="y", code="y", result=ran(True))]),
+            Call(request="b", attempts=[CodeAttempt(reply="z", code="z", result=ran(False), error="NameError: x")] * 3),
+            Call(request="", attempts=[CodeAttempt(reply="", code=None, error="empty request")]),
+        ],
+    )
+    row = {"id": "7", "question": "q", "answer": "5", "source": "big-value"}
+    made = record_of("set", row, "coder", state, 1.5)
+    assert (made.correct, made.requests, made.attempts, made.executions, made.failed_executions) == (True, 3, 6, 5, 4)
+    assert (made.calls_with_failure, made.calls_recovered, made.tokens) == (2, 1, 4)
