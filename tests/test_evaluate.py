@@ -80,7 +80,7 @@ async def test_an_interrupted_eval_resumes_where_it_stopped(tokenizer, tmp_path)
     assert len(read_records(out / "records.jsonl")) == 4
     write_report(summaries, out, "duet eval --data set.jsonl")
     report = json.loads((out / "report.json").read_text())
-    assert report["command"] == "duet eval --data set.jsonl" and (out / "accuracy.png").stat().st_size > 1000
+    assert report["command"] == "duet eval --data set.jsonl" and (out / "accuracy.png").stat().st_size > 1000 and (out / "requests_per_question.png").is_file()
     assert "| set | coder | 100.0% | 100.0% | +0.0% |" in compare_table(out, out)
 
 

@@ -169,9 +169,12 @@ async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -
 def write_report(summaries: list[Summary], out: Path, command: str) -> None:
     """report.json (for `duet eval compare`), report.md (the table and what each mode means), charts as PNG."""
     (out / "report.json").write_text(json.dumps({"command": command, "summaries": [s.model_dump() for s in summaries]}, indent=2))
-    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\n{ALONE_NOTE}\n", markdown_table(summaries), "\n![accuracy](accuracy.png)\n"]
+    charts = [("accuracy", "accuracy", 1.0), ("requests_per_question", "requests per question", None)]
+    images = "\n".join(f"![{label}]({field}.png)" for field, label, _ in charts)
+    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\n{ALONE_NOTE}\n", markdown_table(summaries), "", images, ""]
     (out / "report.md").write_text("\n".join(lines))
-    plot_accuracy(summaries, out / "accuracy.png")
+    for field, label, top in charts:
+        plot_metric(summaries, field, label, top, out / f"{field}.png")
 
 
 COLUMNS = [
@@ -193,7 +196,8 @@ def markdown_table(summaries: list[Summary]) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def plot_accuracy(summaries: list[Summary], path: Path) -> None:
+def plot_metric(summaries: list[Summary], field: str, label: str, top: float | None, path: Path) -> None:
+    """One bar per dataset and mode."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,11 +208,11 @@ def plot_accuracy(summaries: list[Summary], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(datasets), 3.2))
     width = 0.8 / max(len(modes), 1)
     for offset, mode in enumerate(modes):
-        values = [next((s.accuracy for s in summaries if s.dataset == d and s.mode == mode), 0.0) for d in datasets]
+        values = [next((getattr(s, field) for s in summaries if s.dataset == d and s.mode == mode), 0.0) for d in datasets]
         axis.bar([i + offset * width for i in range(len(datasets))], values, width, label=f"{'with coder' if mode == 'coder' else 'requester alone'}")
     axis.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(datasets))], datasets)
-    axis.set_ylim(0, 1)
-    axis.set_ylabel("accuracy")
+    axis.set_ylim(0, top)
+    axis.set_ylabel(label)
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
