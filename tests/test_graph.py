@@ -2,7 +2,6 @@
 
 import asyncio
 
-import pytest
 
 from agents.coder import Coder
 from agents.requester import Requester

@@ -227,7 +227,7 @@ async def test_outside_socket(sandbox, outside):
 @needs_uid
 async def test_spawning_a_shell(sandbox, outside):
     code = f"import subprocess\nprint(subprocess.run('echo from-shell; touch {outside}/shell.txt', shell=True, capture_output=True, text=True))"
-    result = await hostile(sandbox, outside, code)
+    await hostile(sandbox, outside, code)
     assert not (outside / "shell.txt").exists()
 
 
