@@ -45,12 +45,13 @@ class Requester:
         """What the parsers read: the segment without special tokens such as end-of-turn."""
         return self.backend.tokenizer.decode(token_ids, skip_special_tokens=True)
 
-    async def write(self, context_ids: list[int], budget: int, on_text: TextCallback | None = None) -> Generation:
+    async def write(self, context_ids: list[int], budget: int, on_text: TextCallback | None = None, seed: int | None = None) -> Generation:
         params = SamplingParams(
             max_new_tokens=max(1, min(self.settings.max_segment_tokens, budget)),
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
             stop=REQUESTER_STOPS,
+            seed=seed,
         )
         shown = None if on_text is None else lambda text: on_text(self._without_special_tokens(text))
         [generation] = await self.backend.generate([GenerationRequest(context_ids, params, shown)])

@@ -16,6 +16,7 @@ from agents.protocol import extract_code, format_result, parse_requester_segment
 from agents.requester import Requester
 from agents.sandbox import Sandbox
 from graph.config import AgentConfig
+from graph.seeds import derive_seed
 from graph.state import AgentState, Call, CodeAttempt, Exchange, Segment
 
 Node = Callable[[AgentState], Awaitable[dict]]
@@ -47,7 +48,8 @@ def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
         budget = config.limits.max_total_tokens - trajectory.count("requester", "inserted")
         if budget <= 0:
             return {"trajectory": trajectory, "status": "limit", "problems": [*state.problems, "token budget spent"]}
-        generation = await requester.write(trajectory.token_ids, budget, lambda text: emit({"event": "reasoning", "text": text}))
+        seed = call_seed(state, "requester", trajectory.count_segments("requester"))
+        generation = await requester.write(trajectory.token_ids, budget, lambda text: emit({"event": "reasoning", "text": text}), seed)
         trajectory = trajectory.appended(
             Segment(source="requester", token_ids=generation.token_ids, text=generation.text, logprobs=generation.logprobs)
         )
@@ -81,15 +83,20 @@ def make_coder_node(coder: Coder | None, config: AgentConfig) -> Node:
         elif not call.request:
             attempt = CodeAttempt(reply="", code=None, error="empty request: write what to compute between the tags")
         else:
-            failures = [(a.code or a.reply, a.error) for a in call.attempts if a.failed]
+            failures = [(a.reply, a.error) for a in call.attempts if a.failed]
             question = state.question if config.coder.show_question else None
-            reply = await coder.write(call.request, question, failures)
+            reply = await coder.write(call.request, question, failures, call_seed(state, "coder", len(state.calls), len(call.attempts)))
             code = extract_code(reply)
             attempt = CodeAttempt(reply=reply, code=code, error=None if code else "the coder wrote no program for this request")
             get_stream_writer()({"event": "code", "text": code or reply, "attempt": len(call.attempts) + 1})
         return {"calls": [*state.calls[:-1], call.model_copy(update={"attempts": [*call.attempts, attempt]})]}
 
     return coder_node
+
+
+def call_seed(state: AgentState, *call: object) -> int | None:
+    """Each sampled call of a run gets its own seed, named by the run's seed and which call it is."""
+    return None if state.seed is None else derive_seed(state.seed, *call)
 
 
 def make_executor_node(sandbox: Sandbox, requester: Requester, config: AgentConfig) -> Node:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from graph.config import AgentConfig
+from graph.seeds import derive_seed
 from graph.state import AgentState, fresh_question
 
 
@@ -16,26 +17,36 @@ def run_config(config: AgentConfig, thread_id: str | None = None) -> dict:
     return {"recursion_limit": limit, "configurable": {"thread_id": thread_id} if thread_id else {}}
 
 
-async def run_question(graph, question: str, config: AgentConfig, thread_id: str | None = None) -> AgentState:
-    values = await graph.ainvoke(fresh_question(question), run_config(config, thread_id))
+def question_seed(config: AgentConfig, question: str) -> int:
+    """Without an explicit seed, a question's sampling depends on the configured seed and the question alone."""
+    return derive_seed(config.backends.seed, question)
+
+
+async def run_question(graph, question: str, config: AgentConfig, thread_id: str | None = None, seed: int | None = None) -> AgentState:
+    start = fresh_question(question, question_seed(config, question) if seed is None else seed)
+    values = await graph.ainvoke(start, run_config(config, thread_id))
     return AgentState.model_validate(values)
 
 
-async def run_batch(graph, questions: list[str], config: AgentConfig, concurrency: int | None = None) -> list[AgentState]:
-    """All questions run concurrently (up to `concurrency`), so the backend batches their requester calls."""
+async def run_batch(
+    graph, questions: list[str], config: AgentConfig, concurrency: int | None = None, seeds: list[int] | None = None
+) -> list[AgentState]:
+    """All questions run concurrently (up to `concurrency`), so the backend batches their requester calls. The same
+    question asked several times (a GRPO group) needs a seed per copy, or every copy samples the same tokens."""
     slots = asyncio.Semaphore(concurrency or len(questions) or 1)
 
-    async def one(question: str) -> AgentState:
+    async def one(question: str, seed: int | None) -> AgentState:
         async with slots:
-            return await run_question(graph, question, config)
+            return await run_question(graph, question, config, seed=seed)
 
-    return list(await asyncio.gather(*(one(question) for question in questions)))
+    return list(await asyncio.gather(*(one(question, seed) for question, seed in zip(questions, seeds or [None] * len(questions), strict=True))))
 
 
 async def stream_question(graph, question: str, config: AgentConfig, thread_id: str | None = None) -> AsyncIterator[dict]:
     """Yields the nodes' events as they happen, then {"event": "done", "state": AgentState}."""
     final = None
-    async for mode, payload in graph.astream(fresh_question(question), run_config(config, thread_id), stream_mode=["custom", "values"]):
+    start = fresh_question(question, question_seed(config, question))
+    async for mode, payload in graph.astream(start, run_config(config, thread_id), stream_mode=["custom", "values"]):
         if mode == "custom":
             yield payload
         else:

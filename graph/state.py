@@ -45,6 +45,9 @@ class Trajectory(BaseModel):
     def count(self, *sources: SegmentSource) -> int:
         return sum(len(segment.token_ids) for segment in self.segments if segment.source in sources)
 
+    def count_segments(self, source: SegmentSource) -> int:
+        return sum(segment.source == source for segment in self.segments)
+
 
 class CodeAttempt(BaseModel):
     """One program the coder wrote for a request, and what running it gave."""
@@ -90,6 +93,7 @@ class Exchange(BaseModel):
 
 class AgentState(BaseModel):
     question: str
+    seed: int | None = Field(None, description="seeds every sampled requester and coder call of this run")
     history: list[Exchange] = Field(default_factory=list)
     trajectory: Trajectory = Field(default_factory=Trajectory)
     calls: list[Call] = Field(default_factory=list)
@@ -99,6 +103,6 @@ class AgentState(BaseModel):
     problems: list[str] = Field(default_factory=list)
 
 
-def fresh_question(question: str) -> dict:
+def fresh_question(question: str, seed: int | None = None) -> dict:
     """The input that starts a question; on a chat thread it resets everything but the history."""
-    return {"question": question, "trajectory": Trajectory(), "calls": [], "answer": None, "status": "running", "error": None, "problems": []}
+    return {"question": question, "seed": seed, "trajectory": Trajectory(), "calls": [], "answer": None, "status": "running", "error": None, "problems": []}

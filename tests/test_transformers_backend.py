@@ -18,7 +18,7 @@ async def test_greedy_matches_transformers_generate(tiny_backend):
     inputs = torch.tensor([ids])
     reference = tiny_backend.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=12, do_sample=False)
     expected = reference[0, len(ids) :].tolist()
-    assert generation.token_ids == expected[: len(generation.token_ids)]
+    assert len(expected) == 12 and generation.token_ids == expected
     assert generation.text == tiny_backend.tokenizer.decode(generation.token_ids)
 
 
@@ -31,8 +31,9 @@ async def test_batched_rows_equal_single_rows_despite_padding(tiny_backend):
 
 
 async def test_logprobs_match_a_full_forward_pass(tiny_backend):
+    """Recorded log-probabilities are log_softmax(logits / temperature), before top-p filtering."""
     ids = prompt(tiny_backend, "score me")
-    [generation] = await tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=6, temperature=0.7))])
+    [generation] = await tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=6, temperature=0.7, top_p=0.9, seed=1))])
     full = torch.tensor([ids + generation.token_ids])
     with torch.no_grad():
         logits = tiny_backend.model(full).logits[0, len(ids) - 1 : -1] / 0.7
@@ -129,3 +130,18 @@ async def test_closing_stops_the_engine_and_fails_waiting_callers(tiny_dir):
     assert backend._engine is None or not backend._engine.is_alive()
     with pytest.raises(RuntimeError, match="closed"):
         await backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=2))])
+
+
+async def test_a_seeded_row_samples_the_same_tokens_whatever_shares_its_batch(tiny_backend):
+    ids = prompt(tiny_backend, "sample me")
+    seeded = GenerationRequest(ids, SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=5))
+    [alone] = await tiny_backend.generate([seeded])
+    others = [GenerationRequest(prompt(tiny_backend, f"other {n}"), SamplingParams(max_new_tokens=6 + n, temperature=1.0, seed=n)) for n in range(3)]
+    crowded = await tiny_backend.generate([others[0], seeded, *others[1:]])
+    late = asyncio.ensure_future(tiny_backend.generate([GenerationRequest(prompt(tiny_backend, "early"), SamplingParams(max_new_tokens=40, temperature=1.0))]))
+    await asyncio.sleep(0.02)
+    [joined] = await tiny_backend.generate([seeded])
+    await late
+    assert alone.token_ids == crowded[1].token_ids == joined.token_ids
+    [reseeded] = await tiny_backend.generate([GenerationRequest(ids, seeded.params.model_copy(update={"seed": 6}))])
+    assert reseeded.token_ids != alone.token_ids

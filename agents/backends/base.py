@@ -15,18 +15,21 @@ from pydantic import BaseModel, Field
 
 
 class SamplingParams(BaseModel):
-    """Per-request sampling; temperature 0 means greedy."""
+    """Per-request sampling; temperature 0 means greedy. A `seed` makes this request's draws depend on nothing but
+    the seed and the logits, so a concurrent run reproduces whatever else shares its batch."""
 
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: list[str] = Field(default_factory=list)
+    seed: int | None = Field(None, ge=0)
 
 
 class Generation(BaseModel):
     """What one row produced. `token_ids` include the token that completed a stop string and the EOS token, so the
-    ids are exactly what the model emitted; `logprobs[i]` is the log-probability of `token_ids[i]` under the
-    distribution it was sampled from (temperature applied)."""
+    ids are exactly what the model emitted. `logprobs[i]` is log_softmax(logits / temperature)[token_ids[i]] (logits
+    alone when greedy), taken before top-p filtering: the same quantity on every backend, and what the trainer
+    recomputes from the same weights, so the two can be compared and used as the old policy."""
 
     token_ids: list[int]
     logprobs: list[float]

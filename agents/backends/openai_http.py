@@ -97,6 +97,8 @@ def _sampling(params: SamplingParams) -> dict:
     body = {"max_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p}
     if params.stop:
         body["stop"] = params.stop
+    if params.seed is not None:
+        body["seed"] = params.seed
     return body
 
 

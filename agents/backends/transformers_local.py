@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import random
 import threading
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from agents.backends.base import Backend, Generation, GenerationRequest
+from agents.backends.base import Backend, Generation, GenerationRequest, SamplingParams
 from agents.backends.batching import on_caller_loop
 from agents.backends.detokenize import IncrementalText, first_stop
 from agents.errors import DuetError
@@ -29,6 +30,7 @@ class _Row:
     request: GenerationRequest
     deliver: callable
     text: IncrementalText
+    generator: torch.Generator | None = None
     logprobs: list[float] = field(default_factory=list)
 
 
@@ -52,7 +54,7 @@ class TransformersBackend(Backend):
         self.max_batch_size = max_batch_size
         self._eos_ids = _eos_ids(model, tokenizer)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self._eos_ids))
-        self._rng = torch.Generator().manual_seed(seed)
+        self._seeds = random.Random(seed)
         self._inbox: queue.Queue[_Row] = queue.Queue()
         self._engine: threading.Thread | None = None
         self._engine_lock = threading.Lock()
@@ -78,9 +80,19 @@ class TransformersBackend(Backend):
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in requests]
         for request, future in zip(requests, futures, strict=True):
-            self._inbox.put(_Row(on_caller_loop(request, loop), _resolver(future, loop), IncrementalText(self.tokenizer)))
+            row = _Row(on_caller_loop(request, loop), _resolver(future, loop), IncrementalText(self.tokenizer), self._generator(request.params))
+            self._inbox.put(row)
         self._ensure_engine()
         return list(await asyncio.gather(*futures))
+
+    def _generator(self, params: SamplingParams) -> torch.Generator | None:
+        """Each sampled row draws from its own generator, on the model's device (CUDA rejects a CPU generator), so
+        its tokens do not depend on which other rows share the batch. Rows without a seed take the next one from
+        the backend's seeded sequence, which is reproducible for a fixed order of calls."""
+        if params.temperature == 0:
+            return None
+        seed = params.seed if params.seed is not None else self._seeds.getrandbits(63)
+        return torch.Generator(device=self.model.device).manual_seed(seed)
 
     def _ensure_engine(self) -> None:
         with self._engine_lock:
@@ -140,9 +152,7 @@ class TransformersBackend(Backend):
 
     def _step(self, batch: _Batch) -> _Batch | None:
         """Sample one token per row, retire finished rows, and run the model once for the rest."""
-        temperatures = torch.tensor([row.request.params.temperature for row in batch.rows], device=batch.logits.device)
-        top_ps = torch.tensor([row.request.params.top_p for row in batch.rows], device=batch.logits.device)
-        tokens, token_logprobs = self._sample(batch.logits, temperatures, top_ps)
+        tokens, token_logprobs = _sample(batch.logits, batch.rows)
         keep = []
         for index, row in enumerate(batch.rows):
             token, params = int(tokens[index]), row.request.params
@@ -170,23 +180,29 @@ class TransformersBackend(Backend):
         ).logits
         return _Batch(batch.rows, batch.cache, attention, batch.positions + 1, logits[:, -1, :].float())
 
-    def _sample(self, logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tensor):
-        greedy = temperatures == 0
-        scaled = logits / torch.where(greedy, torch.ones_like(temperatures), temperatures).unsqueeze(-1)
-        log_probs = torch.log_softmax(scaled, dim=-1)
-        tokens = log_probs.argmax(dim=-1)
-        if not bool(greedy.all()):
-            sorted_lp, order = log_probs.sort(dim=-1, descending=True)
-            outside_nucleus = sorted_lp.exp().cumsum(dim=-1) - sorted_lp.exp() >= top_ps.unsqueeze(-1)
-            filtered = sorted_lp.masked_fill(outside_nucleus, float("-inf"))
-            choice = torch.multinomial(filtered.softmax(dim=-1), 1, generator=self._rng).squeeze(-1)
-            sampled = order.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
-            tokens = torch.where(greedy, tokens, sampled)
-        return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-
     def _finish(self, row: _Row, reason: str, stop: str | None = None) -> Generation:
         ids = list(row.text.ids)
         return Generation(token_ids=ids, logprobs=row.logprobs, text=self.tokenizer.decode(ids), finish_reason=reason, stop_string=stop)
+
+
+def _sample(logits: torch.Tensor, rows: list[_Row]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row: argmax when greedy, else a draw from the row's own generator within its top-p nucleus.
+    The log-probability kept is that of the temperature-scaled distribution before top-p filtering."""
+    temperatures = torch.tensor([row.request.params.temperature for row in rows], device=logits.device)
+    greedy = temperatures == 0
+    scaled = logits / torch.where(greedy, torch.ones_like(temperatures), temperatures).unsqueeze(-1)
+    log_probs = torch.log_softmax(scaled, dim=-1)
+    tokens = log_probs.argmax(dim=-1)
+    sampled = [index for index, row in enumerate(rows) if row.generator is not None]
+    if sampled:
+        top_ps = torch.tensor([rows[index].request.params.top_p for index in sampled], device=logits.device)
+        sorted_lp, order = log_probs[sampled].sort(dim=-1, descending=True)
+        probs = sorted_lp.exp()
+        nucleus = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_ps.unsqueeze(-1), 0.0)
+        for k, index in enumerate(sampled):
+            choice = torch.multinomial(nucleus[k], 1, generator=rows[index].generator)
+            tokens[index] = order[k, choice[0]]
+    return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def _drain(inbox: queue.Queue, room: int) -> list[_Row]:

@@ -42,6 +42,7 @@ class VLLMBackend(Backend):
                 max_tokens=r.params.max_new_tokens,
                 temperature=r.params.temperature,
                 top_p=r.params.top_p,
+                seed=r.params.seed,
                 stop=r.params.stop or None,
                 include_stop_str_in_output=True,
                 skip_special_tokens=False,
