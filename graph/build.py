@@ -4,6 +4,7 @@
                  ^                               |
                  +-------------result------------+
     requester --answer / no answer / limit / error--> finish -> END
+    coder --failed (the coder's backend raised)--> finish
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def build_graph(requester: Requester, coder: Coder | None, sandbox: Sandbox, con
     graph.add_node("finish", make_finish_node(requester))
     graph.add_edge(START, "requester")
     graph.add_conditional_edges("requester", after_requester, ["coder", "finish"])
-    graph.add_edge("coder", "executor")
+    graph.add_conditional_edges("coder", after_coder, ["executor", "finish"])
     graph.add_conditional_edges("executor", after_executor, ["coder", "requester", "finish"])
     graph.add_edge("finish", END)
     return graph.compile(checkpointer=checkpointer)
@@ -37,6 +38,12 @@ def build_graph(requester: Requester, coder: Coder | None, sandbox: Sandbox, con
 
 def after_requester(state: AgentState) -> str:
     return "coder" if state.status == "running" else "finish"
+
+
+def after_coder(state: AgentState) -> str:
+    """A coder that failed (a dead server, an HTTP 500) ends the question with its own error: there is no new
+    program to run, and running the previous one again would answer the request with a stale result."""
+    return "executor" if state.status == "running" else "finish"
 
 
 def after_executor(state: AgentState) -> str:

@@ -41,5 +41,9 @@ class ScriptedBackend(Backend):
         return Generation(token_ids=ids, logprobs=[-0.5] * len(ids), text=self.tokenizer.decode(ids), finish_reason=reason, stop_string=stop)
 
     async def chat(self, messages, params) -> str:
+        """Replies in order; an exception in the script is raised instead, as a failing server would."""
         self.chats.append(messages)
-        return self.chat_replies.pop(0)
+        reply = self.chat_replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply

@@ -154,14 +154,78 @@ async def test_batch_runs_questions_concurrently_and_keeps_them_apart(tokenizer)
     assert [s.calls[0].output.strip() for s in states] == [str(2 * n) for n in range(6)]
 
 
+class EchoingBackend(ScriptedBackend):
+    """Answers each question with the number at the end of its own prompt, so a swapped result would show."""
+
+    async def generate(self, requests):
+        self.replies = [f"\\boxed{{{self.tokenizer.decode(r.prompt_ids).rsplit('question ', 1)[1].split('<')[0]}}}" for r in requests]
+        return await super().generate(requests)
+
+
 async def test_run_batch_shares_one_graph(tokenizer):
-    replies = []
-    for n in range(4):
-        replies += [f"\\boxed{{{n}}}"]
-    graph, config, requester, _ = make_graph(tokenizer, replies)
-    states = await run_batch(graph, [f"q{n}" for n in range(4)], config)
-    assert sorted(s.answer for s in states) == ["0", "1", "2", "3"]
+    backend = EchoingBackend(tokenizer, [])
+    config = AgentConfig()
+    graph = build_graph(Requester(backend), Coder(ScriptedBackend(tokenizer, [])), Sandbox(), config)
+    states = await run_batch(graph, [f"question {n}" for n in range(6)], config, concurrency=3)
+    assert [s.question for s in states] == [f"question {n}" for n in range(6)]
+    assert [s.answer for s in states] == [str(n) for n in range(6)]
     assert all(s.status == "answered" for s in states)
+
+
+async def test_a_failing_coder_ends_the_question_with_its_own_error(tokenizer):
+    from agents.errors import DuetError
+
+    graph, config, _, _ = make_graph(tokenizer, ["<request>add 1 and 2</request>"], [DuetError("coder server answered 500: overloaded")])
+    state = await run_question(graph, "q", config)
+    assert state.status == "error" and "answered 500: overloaded" in state.error and "IndexError" not in state.error
+    assert state.calls[0].attempts == [] and [s.source for s in state.trajectory.segments] == ["prompt", "requester"]
+
+
+class CountingSandbox(Sandbox):
+    def __init__(self):
+        super().__init__()
+        self.programs = []
+
+    async def arun(self, code):
+        self.programs.append(code)
+        return await super().arun(code)
+
+
+async def test_a_coder_failing_during_a_repair_does_not_rerun_the_failed_program(tokenizer):
+    config = AgentConfig()
+    coder = ScriptedBackend(tokenizer, [], chat_replies=[fenced("print(1 / 0)"), ConnectionError("coder went away")])
+    sandbox = CountingSandbox()
+    graph = build_graph(Requester(ScriptedBackend(tokenizer, ["<request>divide 1 by 0</request>"])), Coder(coder), sandbox, config)
+    state = await run_question(graph, "q", config)
+    assert sandbox.programs == ["print(1 / 0)"]
+    assert state.status == "error" and "coder went away" in state.error
+    [call] = state.calls
+    assert len(call.attempts) == 1 and call.inserted is None
+
+
+async def test_a_reply_without_code_goes_back_to_the_coder_as_written(tokenizer):
+    from prompts import load_text
+
+    graph, config, _, coder = make_graph(
+        tokenizer, ["<request>add 1 and 2</request>", "\\boxed{3}"], ["I am not sure.", fenced("print(1 + 2)")]
+    )
+    state = await run_question(graph, "q", config)
+    assert state.status == "answered" and state.calls[0].output.strip() == "3"
+    repair = coder.chats[1]
+    assert repair[-2] == {"role": "assistant", "content": "I am not sure."}
+    assert repair[-1] == {"role": "user", "content": load_text("coder_no_code")}
+
+
+async def test_sampled_runs_depend_on_their_seed_not_on_what_runs_beside_them(tiny_backend):
+    config = AgentConfig.model_validate({"requester": {"temperature": 1.0, "max_segment_tokens": 12}, "limits": {"max_calls": 0}})
+    graph = build_graph(Requester(tiny_backend, config.requester), Coder(tiny_backend, config.coder), Sandbox(), config)
+    questions = ["What is 2 + 2?", "Name a prime.", "What is 2 + 2?", "Count to three."]
+    together = await run_batch(graph, questions, config, seeds=[11, 12, 13, 14])
+    alone = [await run_question(graph, q, config, seed=seed) for q, seed in zip(questions, [11, 12, 13, 14])]
+    reversed_order = (await run_batch(graph, questions[::-1], config, seeds=[14, 13, 12, 11]))[::-1]
+    ids = [[s.trajectory.token_ids for s in run] for run in (together, alone, reversed_order)]
+    assert ids[0] == ids[1] == ids[2]
+    assert together[0].trajectory.token_ids != together[2].trajectory.token_ids  # same question, another seed
 
 
 async def test_reasoning_streams_through_the_graph_from_a_real_backend(tiny_backend, tokenizer):
