@@ -30,7 +30,7 @@ def test_ask_json_on_tiny_models(tiny_dir, other_tiny_dir):
     result = duet("ask", "What is 2 + 2?", "--requester", str(tiny_dir), "--coder", str(other_tiny_dir), "--json", "--max-calls", "1")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
-    assert record["question"] == "What is 2 + 2?" and record["status"] in STATUSES
+    assert record["question"] == "What is 2 + 2?" and record["status"] in STATUSES - {"error"}, record["error"]
     assert set(record) >= {"question", "answer", "status", "calls"}
     for call in record["calls"]:
         assert set(call) >= {"request", "code", "output", "error"}
@@ -82,7 +82,7 @@ def test_ask_on_the_embedded_model_end_to_end():
     result = duet("ask", "What is 48213 * 9123?", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
-    assert record["status"] in STATUSES
+    assert record["status"] in STATUSES - {"error"}, record["error"]
     for call in record["calls"]:
         if call["code"] and call["output"] is not None:
             assert Sandbox().run(call["code"]).stdout == call["output"]
@@ -95,17 +95,23 @@ def test_ask_streams_labelled_steps_on_the_embedded_model():
     assert "reasoning" in result.stdout and "status:" in result.stdout
 
 
-@pytest.mark.slow
-async def test_coder_flag_swaps_in_a_different_model(embedded_dir, other_tiny_dir):
-    """With --coder pointing at another model, the programs come from that model and not from the default coder."""
+async def test_coder_spec_swaps_in_a_different_model(tiny_dir, other_tiny_dir, tokenizer):
+    """With the coder spec pointing at another model, the programs come from that model and not from the requester's.
+    The requester is scripted so that it certainly asks."""
     from agents.backends.transformers_local import TransformersBackend
     from agents.coder import Coder
+    from agents.requester import Requester
+    from graph.build import Team
+    from graph.run import run_question
+    from tests.scripted import ScriptedBackend
 
-    result = duet("ask", "What is 48213 * 9123?", "--coder", str(other_tiny_dir), "--json", "--max-calls", "1")
-    assert result.returncode == 0, result.stderr
-    calls = json.loads(result.stdout)["calls"]
-    assert calls, "the embedded requester made no request, so the swap could not be observed"
-    request, reply = calls[0]["request"], calls[0]["attempts"][0]["reply"]
-    swapped = await Coder(TransformersBackend.load(str(other_tiny_dir))).write(request)
-    default = await Coder(TransformersBackend.load(str(embedded_dir))).write(request)
-    assert reply == swapped and reply != default
+    team = Team(str(tiny_dir), str(other_tiny_dir))
+    team.requester = Requester(ScriptedBackend(tokenizer, ["<request>multiply 6 by 7</request>", "\\boxed{42}"]))
+    try:
+        state = await run_question(team.graph(), "What is 6 * 7?", team.config)
+    finally:
+        await team.aclose()
+    reply = state.calls[0].attempts[0].reply
+    swapped = await Coder(TransformersBackend.load(str(other_tiny_dir))).write("multiply 6 by 7")
+    same_as_requester = await Coder(TransformersBackend.load(str(tiny_dir))).write("multiply 6 by 7")
+    assert reply == swapped and reply != same_as_requester
