@@ -34,8 +34,20 @@ class Requester:
             messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": response}]
         return [*messages, {"role": "user", "content": question}]
 
-    def prompt_ids(self, question: str, history: list[tuple[str, str]] = ()) -> list[int]:
-        return self.backend.encode_chat(self.messages(question, history))
+    def prompt_ids(self, question: str, history: list[tuple[str, str]] = (), reserve: int = 0) -> tuple[list[int], int]:
+        """The prompt, and how many of the oldest exchanges were left out so that it plus `reserve` tokens of
+        writing fit the model's context: a long chat must never grow into a backend error."""
+        history = list(history)
+        for dropped in range(len(history) + 1):
+            ids = self.backend.encode_chat(self.messages(question, history[dropped:]))
+            if self.room(ids) >= reserve:
+                break
+        return ids, dropped
+
+    def room(self, context_ids: list[int]) -> int | float:
+        """Tokens the model can still write after `context_ids` before its context is full."""
+        window = self.backend.context_window
+        return float("inf") if window is None else window - len(context_ids)
 
     def encode_inserted(self, text: str) -> list[int]:
         """Tokenize text the requester did not write (a result) exactly once, when it enters the trajectory."""

@@ -40,7 +40,7 @@ def main(questions: int = 16, requester: str = "default", coder: str = "default"
     backend = team.requester.backend
 
     async def measure():
-        await backend.generate([GenerationRequest(team.requester.prompt_ids("warm up"), SamplingParams(max_new_tokens=4))])
+        await backend.generate([GenerationRequest(team.requester.prompt_ids("warm up")[0], SamplingParams(max_new_tokens=4))])
         start = time.perf_counter()
         states = await run_batch(team.graph(), asked, team.config)
         graph_s = time.perf_counter() - start

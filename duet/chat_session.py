@@ -7,6 +7,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+import aiosqlite
 import platformdirs
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from rich.console import Console
@@ -16,7 +17,7 @@ from duet.render import EventPrinter
 from graph.build import Team
 from graph.config import AgentConfig
 from graph.run import run_config, stream_question
-from graph.state import AgentState
+from graph.state import AgentState, checkpoint_serializer
 
 HELP = "/reset clears this thread's history, /coder SPEC swaps the coder, /quit leaves (Ctrl-D too)."
 
@@ -32,7 +33,8 @@ async def run_chat(console: Console, thread: str | None, requester: str, coder: 
     thread = thread or datetime.now().strftime("chat-%Y%m%d-%H%M%S")
     with console.status("loading models", spinner="dots"):
         team = Team(requester, coder, config)
-    async with AsyncSqliteSaver.from_conn_string(str(chats_path())) as saver:
+    async with aiosqlite.connect(str(chats_path())) as connection:
+        saver = AsyncSqliteSaver(connection, serde=checkpoint_serializer())
         graph = team.graph(saver)
         thread_config = run_config(config, thread)
         previous = await graph.aget_state(thread_config)

@@ -14,6 +14,7 @@ STYLES = {
     "execution_error": ("execution error", "red"),
     "answer": ("answer", "bold green"),
     "error": ("error", "bold red"),
+    "notice": ("notice", "yellow"),
 }
 
 

@@ -40,21 +40,24 @@ def guarded(node: Node) -> Node:
 def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
     async def requester_node(state: AgentState) -> dict:
         emit = get_stream_writer()
-        trajectory = state.trajectory
+        trajectory, problems = state.trajectory, list(state.problems)
         if not trajectory.segments:
             history = [(exchange.question, exchange.response) for exchange in state.history]
-            prompt = requester.prompt_ids(state.question, history)
+            prompt, dropped = requester.prompt_ids(state.question, history, reserve=config.limits.max_total_tokens)
+            if dropped:
+                problems.append(f"left out the {dropped} oldest exchanges of this conversation to fit the model's context")
+                emit({"event": "notice", "text": problems[-1]})
             trajectory = trajectory.appended(Segment(source="prompt", token_ids=prompt, text=requester.backend.tokenizer.decode(prompt)))
-        budget = config.limits.max_total_tokens - trajectory.count("requester", "inserted")
+        budget = min(config.limits.max_total_tokens - trajectory.count("requester", "inserted"), requester.room(trajectory.token_ids))
         if budget <= 0:
-            return {"trajectory": trajectory, "status": "limit", "problems": [*state.problems, "token budget spent"]}
+            return {"trajectory": trajectory, "status": "limit", "problems": [*problems, "token budget spent"]}
         seed = call_seed(state, "requester", trajectory.count_segments("requester"))
         generation = await requester.write(trajectory.token_ids, budget, lambda text: emit({"event": "reasoning", "text": text}), seed)
         trajectory = trajectory.appended(
             Segment(source="requester", token_ids=generation.token_ids, text=generation.text, logprobs=generation.logprobs)
         )
         turn = parse_requester_segment(requester.visible_text(generation.token_ids))
-        update = {"trajectory": trajectory, "problems": [*state.problems, *turn.problems]}
+        update = {"trajectory": trajectory, "problems": [*problems, *turn.problems]}
         if turn.kind == "request":
             if len(state.calls) >= config.limits.max_calls:
                 return {**update, "status": "limit", "problems": [*update["problems"], f"more than {config.limits.max_calls} requests"]}

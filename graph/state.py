@@ -106,3 +106,12 @@ class AgentState(BaseModel):
 def fresh_question(question: str, seed: int | None = None) -> dict:
     """The input that starts a question; on a chat thread it resets everything but the history."""
     return {"question": question, "seed": seed, "trajectory": Trajectory(), "calls": [], "answer": None, "status": "running", "error": None, "problems": []}
+
+
+def checkpoint_serializer():
+    """LangGraph's serializer with duet's state types registered, so a saved conversation loads under strict
+    deserialization (LANGGRAPH_STRICT_MSGPACK, the default in a future LangGraph) instead of being refused."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    types = (Exchange, Trajectory, Segment, Call, CodeAttempt, ExecutionResult)
+    return JsonPlusSerializer(allowed_msgpack_modules=[(t.__module__, t.__name__) for t in types])

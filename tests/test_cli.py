@@ -53,7 +53,7 @@ def test_mistyped_config_key_is_named(tmp_path):
 def test_chat_keeps_history_swaps_coder_resets_and_resumes(tiny_dir, other_tiny_dir, tmp_path):
     config = tmp_path / "small.yaml"
     config.write_text("requester: {max_segment_tokens: 12}\n")
-    env = {"DUET_DATA_DIR": str(tmp_path / "data")}
+    env = {"DUET_DATA_DIR": str(tmp_path / "data"), "LANGGRAPH_STRICT_MSGPACK": "true"}
     common = ["--thread", "maths", "--requester", str(tiny_dir), "--coder", str(tiny_dir), "--config", str(config)]
     first = duet("chat", *common, stdin=f"What is 1 + 1?\n/coder {other_tiny_dir}\nAnd 2 + 2?\n/quit\n", env=env)
     assert first.returncode == 0, first.stderr
@@ -62,6 +62,7 @@ def test_chat_keeps_history_swaps_coder_resets_and_resumes(tiny_dir, other_tiny_
 
     resumed = duet("chat", *common, stdin="/reset\n", env=env)
     assert resumed.returncode == 0, resumed.stderr
+    assert "unregistered type" not in resumed.stderr and "Blocked" not in resumed.stderr  # strict deserialization loads it
     assert "2 earlier exchanges" in resumed.stdout and "What is 1 + 1?" in resumed.stdout and "history cleared" in resumed.stdout
 
     after_reset = duet("chat", *common, stdin="/quit\n", env=env)

@@ -266,3 +266,21 @@ async def test_requester_alone_gets_a_notice_instead_of_a_program(tokenizer):
     assert len(call.attempts) == 1 and call.code is None and "no helper" in call.inserted
     assert state.status == "answered" and state.answer == "12"
     assert_token_exact(state, tokenizer)
+
+
+async def test_a_long_chat_leaves_out_its_oldest_exchanges_to_fit_the_context(tokenizer):
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    config = AgentConfig.model_validate({"limits": {"max_total_tokens": 60}})
+    answer = "It is " + "very " * 40 + "\\boxed{1}"
+    requester = ScriptedBackend(tokenizer, [answer] * 6)
+    requester.context_window = 520
+    graph = build_graph(Requester(requester), Coder(ScriptedBackend(tokenizer, [])), Sandbox(), config, InMemorySaver())
+    states = [await run_question(graph, f"question number {n}", config, thread_id="long") for n in range(6)]
+    assert all(len(prompt) + 60 <= 520 for prompt in requester.prompts)
+    assert all(s.status == "answered" for s in states)
+    assert not any("left out" in p for p in states[0].problems)
+    dropped = [p for p in states[-1].problems if "left out" in p]
+    assert dropped, "the last question's prompt should have needed room"
+    last_prompt = tokenizer.decode(requester.prompts[-1])
+    assert "question number 4" in last_prompt and "question number 0" not in last_prompt  # the newest exchanges stay

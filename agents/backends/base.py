@@ -53,6 +53,7 @@ class Backend(ABC):
 
     name: str
     tokenizer: Any | None = None
+    context_window: int | None = None  # tokens of prompt plus generation the model accepts; None when unknown
 
     @abstractmethod
     async def generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...

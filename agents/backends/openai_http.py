@@ -18,11 +18,12 @@ from agents.errors import DuetError
 
 
 class OpenAIBackend(Backend):
-    def __init__(self, base_url: str, model: str, tokenizer=None, timeout_s: float = 600.0, api_key: str | None = None):
+    def __init__(self, base_url: str, model: str, tokenizer=None, timeout_s: float = 600.0, api_key: str | None = None, context_window: int | None = None):
         self.base_url = base_url
         self.model = model
         self.name = f"openai:{base_url}#{model}"
         self.tokenizer = tokenizer
+        self.context_window = context_window
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers=headers)
 
@@ -37,8 +38,9 @@ class OpenAIBackend(Backend):
             raise DuetError(f"cannot reach an OpenAI-compatible server at {base_url} ({type(error).__name__}); start it, or fix the spec openai:BASE_URL#MODEL") from error
         if served and model not in served:
             raise DuetError(f"server {base_url} does not serve {model!r}; it serves: {', '.join(sorted(map(str, served)))}")
-        source = tokenizer or _local_root(served.get(model, {}).get("root")) or model
-        return cls(base_url, model, tokenizer=_try_tokenizer(source), api_key=api_key, **options)
+        entry = served.get(model, {})
+        source = tokenizer or _local_root(entry.get("root")) or model
+        return cls(base_url, model, tokenizer=_try_tokenizer(source), api_key=api_key, context_window=entry.get("max_model_len"), **options)
 
     async def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         return list(await asyncio.gather(*(self._complete(request) for request in requests)))

@@ -52,6 +52,7 @@ class TransformersBackend(Backend):
         self.tokenizer = tokenizer
         self.name = name
         self.max_batch_size = max_batch_size
+        self.context_window = getattr(model.config, "max_position_embeddings", None)
         self._eos_ids = _eos_ids(model, tokenizer)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self._eos_ids))
         self._seeds = random.Random(seed)

@@ -18,6 +18,7 @@ class VLLMBackend(Backend):
         self.llm = llm
         self.name = f"vllm:{name}"
         self.tokenizer = llm.get_tokenizer()
+        self.context_window = llm.model_config.max_model_len
         self._queue = BatchingQueue(self._generate_batch, max_batch_size)
 
     @classmethod
