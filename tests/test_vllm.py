@@ -131,3 +131,42 @@ def test_in_process_vllm_runs_the_same_graph(tmp_path):
     record = json.loads(result.stdout)
     assert record["status"] in {"answered", "no_answer", "limit"}, record["error"]
     assert record["tokens"]["requester"] > 0
+
+
+LOGPROB_SCRIPT = '''
+import asyncio, json, sys
+import torch
+from transformers import AutoModelForCausalLM
+from agents.backends.base import GenerationRequest, SamplingParams
+from agents.backends.vllm_local import VLLMBackend
+
+if __name__ == "__main__":
+    backend = VLLMBackend.load(sys.argv[1], enforce_eager=True, max_model_len=1024, dtype="float32")
+    ids = backend.encode_chat([{"role": "user", "content": "Write a short poem about numbers."}])
+    requests = [GenerationRequest(ids, SamplingParams(max_new_tokens=24, temperature=0.7, top_p=0.9, seed=seed)) for seed in (1, 2)]
+    requests.append(GenerationRequest(ids, SamplingParams(max_new_tokens=8)))
+    generations = asyncio.run(backend.generate(requests))
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
+    gaps = []
+    for request, generation in zip(requests, generations):
+        full = torch.tensor([request.prompt_ids + generation.token_ids])
+        with torch.no_grad():
+            logits = model(full).logits[0, len(request.prompt_ids) - 1 : -1].float()
+        expected = torch.log_softmax(logits / (request.params.temperature or 1.0), -1)
+        expected = expected.gather(-1, torch.tensor(generation.token_ids)[:, None]).squeeze(-1)
+        gaps.append(float((torch.tensor(generation.logprobs) - expected).abs().max()))
+    print(json.dumps({"gaps": gaps, "lengths": [len(g.token_ids) for g in generations]}))
+'''
+
+
+def test_in_process_vllm_records_log_probabilities_before_top_p(embedded_dir, tmp_path):
+    """At temperature 0.7 and top_p 0.9 the recorded values are log_softmax(logits / 0.7), not the renormalised
+    nucleus (which would be off by up to -log 0.9 per token), and greedy rows are log_softmax(logits)."""
+    require_vllm()
+    script = tmp_path / "logprobs.py"
+    script.write_text(LOGPROB_SCRIPT)
+    result = subprocess.run([VLLM_PYTHON, str(script), str(embedded_dir)], capture_output=True, text=True, timeout=400, env={**os.environ, **VLLM_ENV})
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert all(length > 0 for length in measured["lengths"])
+    assert max(measured["gaps"]) < 2e-3, measured

