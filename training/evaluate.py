@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from graph.config import AgentConfig
 from graph.state import AgentState
 from training.data import load_rows
-from training.rewards import answer_correct
+from training.rewards import check_answer
 
 Mode = Literal["coder", "alone"]
 ALONE_NOTE = (
@@ -46,6 +46,7 @@ class Record(BaseModel):
     gold: str
     answer: str | None
     correct: bool
+    verdict_reason: str | None = Field(None, description="why the answer was judged wrong")
     status: str
     requests: int
     attempts: int
@@ -60,9 +61,10 @@ class Record(BaseModel):
 def record_of(dataset: str, row: dict, mode: Mode, state: AgentState, seconds: float) -> Record:
     executed = [a for call in state.calls for a in call.attempts if a.result is not None]
     troubled = [call for call in state.calls if any(a.failed for a in call.attempts if a.result is not None)]
+    verdict = check_answer(row, state.answer)
     return Record(
         dataset=dataset, id=row["id"], mode=mode, question=row["question"], gold=row["answer"], answer=state.answer,
-        correct=answer_correct(row, state.answer), status=state.status, requests=len(state.calls),
+        correct=verdict.correct, verdict_reason=verdict.reason, status=state.status, requests=len(state.calls),
         attempts=sum(len(call.attempts) for call in state.calls),
         failed_executions=sum(a.failed for a in executed), executions=len(executed),
         calls_with_failure=len(troubled), calls_recovered=sum(not call.attempts[-1].failed for call in troubled),

@@ -1,31 +1,27 @@
-"""Is an answer right? math-verify for mathematical answers; the generator's own scorer for puzzle answers
-(Knights and Knaves statements, Countdown expressions), which have many correct spellings."""
+"""Is an answer right? The rules are in training/answers.py (exact numbers, Countdown and Knights and Knaves by their
+generators' rules, math-verify for symbolic answers); they run in the worker processes of
+training/answer_checker.py under a time limit, because judging parses untrusted model output with sympy.
+
+One checker serves the whole process, so evaluation, filtering and training share its warm workers; it starts on the
+first check and stops at interpreter exit.
+"""
 
 from __future__ import annotations
 
 from functools import cache
 
-from training.data import REASONING_GYM
-
-SCORED_BY_GENERATOR = {"knights-knaves", "countdown"}
-
-
-def answer_correct(row: dict, answer: str | None) -> bool:
-    if answer is None or not answer.strip():
-        return False
-    if row.get("source") in SCORED_BY_GENERATOR:
-        scorer = _generator(row["source"])
-        return scorer.score_answer(answer, {"answer": row["answer"], "metadata": row.get("metadata", {})}) >= 1.0
-    from math_verify import parse, verify
-
-    try:
-        return bool(verify(parse(f"${row['answer']}$"), parse(f"${answer}$")))
-    except Exception:  # noqa: BLE001 - model output is untrusted; an unparseable answer is a wrong answer
-        return False
+from training.answer_checker import AnswerChecker
+from training.answers import Verdict
 
 
 @cache
-def _generator(source: str):
-    import reasoning_gym
+def answer_checker() -> AnswerChecker:
+    return AnswerChecker()
 
-    return reasoning_gym.create_dataset(REASONING_GYM[source], size=1, seed=0)
+
+def check_answer(row: dict, answer: str | None) -> Verdict:
+    return answer_checker().check(row, answer)
+
+
+async def acheck_answer(row: dict, answer: str | None) -> Verdict:
+    return await answer_checker().acheck(row, answer)

@@ -1,0 +1,127 @@
+"""The judging rules, called in-process: Countdown, Knights and Knaves, exact numbers, tolerance, symbolic answers."""
+
+import pytest
+
+from training.answers import MAX_ANSWER_CHARS, TOLERANCE_KEY, judge
+
+COUNTDOWN = {"answer": "6*(98 - 54) - 34 - 66", "source": "countdown", "metadata": {"numbers": [66, 34, 98, 54, 6], "target": 164}}
+KNIGHTS = {"answer": "Victoria is a knight, and Jacob is a knave.", "source": "knights-knaves", "metadata": {}}
+BIG = {"answer": "169829311.68", "source": "big-value", "metadata": {}}
+
+
+def number_row(gold: str, **metadata) -> dict:
+    return {"answer": gold, "source": "test", "metadata": metadata}
+
+
+@pytest.mark.parametrize("answer", [
+    "6*(98 - 54) - 34 - 66",
+    "6*(98-54)-34-66",
+    "(98 - 54) * 6 - (66 + 34)",
+    r"6 \times (98 - 54) - 34 - 66",
+    r"6 \cdot (98 - 54) - 34 - 66",
+    "$6*(98 - 54) - 34 - 66$",
+    r"\left(98 - 54\right) \times 6 - 34 - 66",
+    "-(34 + 66) + 6*(98 - 54)",
+])
+def test_a_countdown_expression_that_uses_each_number_once_and_hits_the_target_is_right(answer):
+    assert judge(COUNTDOWN, answer).correct
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("6*(98 - 54) - 34 - 34", "uses 6, 34, 34, 54, 98 but the numbers are 6, 34, 54, 66, 98"),
+    ("6*(98 - 54) - 34", "uses 6, 34, 54, 98 but the numbers are 6, 34, 54, 66, 98"),
+    ("6*(98 - 54) - 34 - 66 + 1 - 1", "uses 1, 1, 6, 34, 54, 66, 98 but the numbers are 6, 34, 54, 66, 98"),
+    ("6*(98 - 54) - 34 + 66", "equals 296, not the target 164"),
+    ("6*98/54 - 34 - 66", "equals -802/9, not the target 164"),
+    ("6**2 - 34 - 66 - 98 - 54", "Pow is not allowed in a Countdown answer"),
+    ("6.0*(98 - 54) - 34 - 66", "not an arithmetic expression of integers with + - * / and parentheses"),
+    ("6*(98 - 54) - 34 - 66 = 164", "not an arithmetic expression of integers with + - * / and parentheses"),
+    ("6*(98 - 54 - 34 - 66", "not a well-formed arithmetic expression"),
+])
+def test_a_countdown_expression_with_the_wrong_numbers_or_value_is_wrong_and_says_why(answer, reason):
+    assert judge(COUNTDOWN, answer).model_dump() == {"correct": False, "reason": reason}
+
+
+def test_countdown_division_by_zero_is_wrong():
+    row = {"answer": "4 + 2 - 2", "source": "countdown", "metadata": {"numbers": [4, 2, 2], "target": 4}}
+    assert judge(row, "4 + 2 - 2").correct
+    assert judge(row, r"4 \div (2 - 2)").model_dump() == {"correct": False, "reason": "division by zero"}
+
+
+def test_a_countdown_row_without_numbers_is_wrong_with_the_row_blamed():
+    assert judge({"answer": "1+2", "source": "countdown", "metadata": {}}, "1+2").reason == "the row has no Countdown numbers and target in its metadata"
+
+
+@pytest.mark.parametrize("answer", ["Victoria is a knight, and Jacob is a knave.", "Jacob is a knave and Victoria is a knight", "VICTORIA IS A KNIGHT. JACOB IS A KNAVE."])
+def test_knights_and_knaves_accepts_the_gold_roles_in_any_order_and_case(answer):
+    assert judge(KNIGHTS, answer).correct
+
+
+@pytest.mark.parametrize("answer", ["Victoria is a knave, and Jacob is a knave.", "Victoria is a knight", "Victoria is a knight, and Jacob is a knave, and Ann is a knight"])
+def test_knights_and_knaves_rejects_any_other_assignment(answer):
+    assert not judge(KNIGHTS, answer).correct
+
+
+def test_float_noise_is_not_the_exact_gold_number():
+    verdict = judge(BIG, "169829311.67999998")
+    assert verdict.model_dump() == {"correct": False, "reason": "a different number from the gold answer"}
+    assert not judge(BIG, "169829311.681").correct
+    assert not judge(BIG, "169829311.6800001").correct
+
+
+@pytest.mark.parametrize("answer", [
+    "169829311.68", "169,829,311.68", "169829311.680", " 169829311.68 ", "169829311.68.", "$169,829,311.68",
+    r"\$169829311.68", r"169829311.68 \text{ dollars}", r"169829311.68\ \mbox{dollars}", "169829311.68 dollars",
+    r"\$169{,}829{,}311.6800 \text{dollars}.",
+])
+def test_spellings_of_the_gold_number_are_right(answer):
+    assert judge(BIG, answer).correct
+
+
+@pytest.mark.parametrize("answer, gold", [("$1,234.50", "1234.5"), (r"1234.50 \text{ dollars}", "1234.5"), ("-7", "-7.000"), ("66\\%", "66"), (r"\frac{3}{2}", "1.5"), ("x = 5", "5"), ("2^{10}", "1024")])
+def test_more_spellings_of_a_number_keep_its_value(answer, gold):
+    assert judge(number_row(gold), answer).correct
+
+
+@pytest.mark.parametrize("answer", ["1,23,4", "12 thousand", "1.2e1", r"1.5\times 10^{0}", "12 or 13", r"\frac{1}{0}", "x + 12"])
+def test_text_that_is_not_exactly_the_number_is_wrong(answer):
+    assert not judge(number_row("12"), answer).correct
+
+
+def test_a_row_may_opt_into_a_relative_tolerance():
+    row = number_row("1000", **{TOLERANCE_KEY: 0.01})
+    assert judge(row, "1009.99").correct
+    assert judge(row, "990").correct
+    assert judge(number_row("1000", **{TOLERANCE_KEY: "0.01"}), "1010").correct
+    assert judge(row, "1010.01").reason == "a different number from the gold answer (beyond the relative tolerance 0.01)"
+    assert not judge(number_row("1000"), "1009.99").correct
+
+
+def test_a_malformed_tolerance_blames_the_row():
+    assert judge(number_row("5", **{TOLERANCE_KEY: -1}), "5").reason == "the row's metadata answer_tolerance must be a non-negative number, not -1"
+    assert not judge(number_row("5", **{TOLERANCE_KEY: "wide"}), "5").correct
+
+
+def test_an_exact_rational_gold_answer_is_compared_exactly():
+    """Decided: \\frac{1}{2} is a number, so 0.5 is right and 0.5000001 is not."""
+    half = number_row(r"\frac{1}{2}")
+    assert judge(half, "0.5").correct
+    assert judge(half, r"\dfrac{2}{4}").correct
+    assert not judge(half, "0.5000001").correct
+
+
+def test_symbolic_gold_answers_go_through_math_verify():
+    assert judge(number_row("x^2+1"), "1 + x^2").correct
+    assert not judge(number_row("x^2+1"), "x^2+2").correct
+    assert judge(number_row(r"\sqrt{2}"), r"\frac{\sqrt{8}}{2}").correct
+    assert not judge(number_row(r"\sqrt{2}"), r"\sqrt{3}").correct
+    assert judge(number_row(r"\{1, 2\}"), r"\{2, 1\}").correct
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (None, "no answer"), ("", "no answer"), ("   ", "no answer"),
+    ("1" * (MAX_ANSWER_CHARS + 1), f"answer too long ({MAX_ANSWER_CHARS + 1} characters; the limit is {MAX_ANSWER_CHARS})"),
+    ("{" * 9 + "5" + "}" * 9, "answer nested more than 8 brackets deep"),
+])
+def test_missing_oversized_and_deeply_nested_answers_are_wrong_before_parsing(answer, reason):
+    assert judge(number_row("5"), answer).model_dump() == {"correct": False, "reason": reason}
