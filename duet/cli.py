@@ -216,7 +216,7 @@ def data_filter(
     from graph.run import run_question
     from training.data import load_rows, write_jsonl
     from training.difficulty import filter_and_order, measure_pass_rates, save_pass_rates
-    from training.rewards import answer_correct
+    from training.rewards import acheck_answer
 
     try:
         settings = agent_config(config, None)
@@ -229,7 +229,7 @@ def data_filter(
 
     async def solve(row: dict) -> bool:
         state = await run_question(graph, row["question"], settings)
-        return answer_correct(row, state.answer)
+        return (await acheck_answer(row, state.answer)).correct
 
     async def measure():
         try:
@@ -265,7 +265,7 @@ def evaluate(
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from training.evaluate import EvalConfig, evaluate as run_evaluation, write_report
+    from training.evaluate import EvalConfig, evaluate as run_evaluation, reproduce_command, write_report
 
     if not data or out is None:
         fail("give --data FILE (one or more) and --out FOLDER")
@@ -281,10 +281,10 @@ def evaluate(
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console) as bar:
         task = bar.add_task("questions", total=None)
         try:
-            summaries = asyncio.run(run_evaluation(eval_config, out, lambda **kw: bar.update(task, **kw)))
+            summaries, settings = asyncio.run(run_evaluation(eval_config, out, lambda **kw: bar.update(task, **kw)))
         except DuetError as error:
             fail(str(error))
-    write_report(summaries, out, "duet eval " + " ".join(sys.argv[2:]))
+    write_report(summaries, out, reproduce_command(settings, out))
     sys.stdout.write((out / "report.md").read_text())
 
 

@@ -140,10 +140,12 @@ def test_no_worker_outlives_an_interpreter_that_never_closed_its_checker(tmp_pat
     assert not any(running(pid) for pid in pids)
 
 
-def test_an_evaluation_record_says_why_an_answer_was_wrong():
+async def test_an_evaluation_record_says_why_an_answer_was_wrong():
     from graph.state import AgentState
     from training.evaluate import record_of
+    from training.rewards import acheck_answer
 
     row = {"id": "1", "question": "q", "answer": "169829311.68", "source": "big-value", "metadata": {}}
-    made = record_of("set", row, "alone", AgentState(question="q", answer="169829311.67999998", status="answered"), 1.0)
+    state = AgentState(question="q", answer="169829311.67999998", status="answered")
+    made = record_of("set", row, "alone", state, 1.0, await acheck_answer(row, state.answer))
     assert (made.correct, made.verdict_reason) == (False, "a different number from the gold answer")

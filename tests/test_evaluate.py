@@ -12,7 +12,8 @@ from graph.config import AgentConfig
 from tests.scripted import ScriptedBackend
 from training.data import write_jsonl
 from training.difficulty import filter_and_order, measure_pass_rates
-from training.evaluate import EvalConfig, Record, compare_table, evaluate, markdown_table, read_records, summarize, write_report
+from training.answers import Verdict
+from training.evaluate import EvalConfig, Record, compare_table, evaluate, markdown_table, read_records, reproduce_command, summarize, write_report
 
 
 def record(**fields) -> Record:
@@ -37,7 +38,7 @@ def test_metrics_from_hand_made_records():
     assert coder.recovery_rate == 0.5
     assert coder.tokens_per_question == 150 and coder.seconds_per_question == 2.0
     assert alone.recovery_rate is None and alone.executor_error_rate == 0.0
-    assert "| d | coder | 4 | 50.0% | 75.0% |" in markdown_table(summarize(records))
+    assert "| d | coder | 4 | 50.0% | 75.0% | 0.0% |" in markdown_table(summarize(records))
 
 
 class ScriptedTeam:
@@ -74,13 +75,14 @@ async def test_an_interrupted_eval_resumes_where_it_stopped(tokenizer, tmp_path)
     finished = [record(dataset="set", id=f"r{i}", mode="coder", question=rows[i]["question"], gold=rows[i]["answer"]) for i in range(2)]
     (out / "records.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in finished) + '{"dataset": "set", "id": "r2", "mo')
     team = ScriptedTeam(tokenizer, rows)
-    summaries = await evaluate(EvalConfig(data=[data], modes=["coder"]), out, team=team)
+    summaries, settings = await evaluate(EvalConfig(data=[data], modes=["coder"]), out, team=team)
     assert sorted(team.asked) == [rows[2]["question"], rows[3]["question"]]  # only what was not finished
     assert summaries[0].questions == 4 and summaries[0].accuracy == 1.0
     assert len(read_records(out / "records.jsonl")) == 4
-    write_report(summaries, out, "duet eval --data set.jsonl")
+    write_report(summaries, out, reproduce_command(settings, out))
     report = json.loads((out / "report.json").read_text())
-    assert report["command"] == "duet eval --data set.jsonl" and (out / "accuracy.png").stat().st_size > 1000 and (out / "requests_per_question.png").is_file()
+    assert f"--data {data}" in report["command"] and "--modes coder" in report["command"] and (out / "agent.yaml").is_file()
+    assert (out / "accuracy.png").stat().st_size > 1000 and (out / "requests_per_question.png").is_file()
     assert "| set | coder | 100.0% | 100.0% | +0.0% |" in compare_table(out, out)
 
 
@@ -119,6 +121,50 @@ def test_a_record_is_read_off_a_hand_made_run():
         ],
     )
     row = {"id": "7", "question": "q", "answer": "5", "source": "big-value"}
-    made = record_of("set", row, "coder", state, 1.5)
+    made = record_of("set", row, "coder", state, 1.5, Verdict(correct=True))
     assert (made.correct, made.requests, made.attempts, made.executions, made.failed_executions) == (True, 3, 6, 5, 4)
     assert (made.calls_with_failure, made.calls_recovered, made.tokens) == (2, 1, 4)
+
+
+async def test_a_resume_with_other_settings_is_refused(tokenizer, tmp_path):
+    from agents.errors import DuetError
+
+    rows = [{"id": "r0", "question": "What is 0 plus 0, question 0?", "answer": "0", "source": "test", "metadata": {}}]
+    data = tmp_path / "set.jsonl"
+    write_jsonl(rows, data)
+    out = tmp_path / "report"
+    await evaluate(EvalConfig(data=[data], modes=["coder"]), out, team=ScriptedTeam(tokenizer, rows))
+    with pytest.raises(DuetError, match="another coder"):
+        await evaluate(EvalConfig(data=[data], modes=["coder"], coder="openai:http://127.0.0.1:1/v1#x"), out, team=ScriptedTeam(tokenizer, rows))
+    with pytest.raises(DuetError, match="another agent"):
+        await evaluate(EvalConfig(data=[data], modes=["coder"], agent={"limits": {"max_calls": 1}}), out, team=ScriptedTeam(tokenizer, rows))
+    summaries, _ = await evaluate(EvalConfig(data=[data], modes=["coder", "alone"]), out, team=ScriptedTeam(tokenizer, rows))
+    assert {s.mode for s in summaries} == {"coder", "alone"}  # adding a mode is not a change of settings
+
+
+async def test_files_with_the_same_name_keep_their_own_records(tokenizer, tmp_path):
+    first = [{"id": "x", "question": "What is 1 plus 1, question 1?", "answer": "2", "source": "test", "metadata": {}}]
+    second = [{"id": "x", "question": "What is 2 plus 2, question 2?", "answer": "4", "source": "test", "metadata": {}}]
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    write_jsonl(first, tmp_path / "a" / "gsm.jsonl")
+    write_jsonl(second, tmp_path / "b" / "gsm.jsonl")
+    team = ScriptedTeam(tokenizer, first + second)
+    summaries, settings = await evaluate(EvalConfig(data=[tmp_path / "a" / "gsm.jsonl", tmp_path / "b" / "gsm.jsonl"], modes=["coder"]), tmp_path / "out", team=team)
+    assert sorted(settings.datasets) == ["b/gsm", "gsm"] and len(summaries) == 2 and len(team.asked) == 2
+    records = {r.dataset: r for r in read_records(tmp_path / "out" / "records.jsonl")}
+    assert records["gsm"].gold == "2" and records["b/gsm"].gold == "4"
+
+
+async def test_backend_errors_are_counted_and_retried_on_resume(tokenizer, tmp_path):
+    rows = [{"id": f"r{i}", "question": f"What is {i} plus {i}, question {i}?", "answer": str(2 * i), "source": "test", "metadata": {}} for i in range(3)]
+    data = tmp_path / "set.jsonl"
+    write_jsonl(rows, data)
+    out = tmp_path / "report"
+    out.mkdir()
+    failed = record(dataset="set", id="r1", question=rows[1]["question"], gold="2", answer=None, correct=False, status="error")
+    (out / "records.jsonl").write_text(record(dataset="set", id="r0", question=rows[0]["question"], gold="0").model_dump_json() + "\n" + failed.model_dump_json() + "\n")
+    assert summarize(read_records(out / "records.jsonl"))[0].error_rate == 0.5
+    team = ScriptedTeam(tokenizer, rows)
+    summaries, _ = await evaluate(EvalConfig(data=[data], modes=["coder"]), out, team=team)
+    assert sorted(team.asked) == [rows[1]["question"], rows[2]["question"]]
+    assert summaries[0].questions == 3 and summaries[0].error_rate == 0.0 and summaries[0].accuracy == 1.0

@@ -14,10 +14,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.errors import DuetError
 from graph.config import AgentConfig
 from graph.state import AgentState
 from training.data import load_rows
-from training.rewards import check_answer
+from training.answers import Verdict
+from training.rewards import acheck_answer
 
 Mode = Literal["coder", "alone"]
 ALONE_NOTE = (
@@ -58,10 +60,9 @@ class Record(BaseModel):
     seconds: float
 
 
-def record_of(dataset: str, row: dict, mode: Mode, state: AgentState, seconds: float) -> Record:
+def record_of(dataset: str, row: dict, mode: Mode, state: AgentState, seconds: float, verdict: Verdict) -> Record:
     executed = [a for call in state.calls for a in call.attempts if a.result is not None]
     troubled = [call for call in state.calls if any(a.failed for a in call.attempts if a.result is not None)]
-    verdict = check_answer(row, state.answer)
     return Record(
         dataset=dataset, id=row["id"], mode=mode, question=row["question"], gold=row["answer"], answer=state.answer,
         correct=verdict.correct, verdict_reason=verdict.reason, status=state.status, requests=len(state.calls),
@@ -78,6 +79,7 @@ class Summary(BaseModel):
     questions: int
     accuracy: float
     format_rate: float = Field(description="share of runs that ended with a boxed answer")
+    error_rate: float = Field(0.0, description="share of runs a backend failure ended (retried on resume)")
     asked_rate: float = Field(description="share of questions with at least one request")
     requests_per_question: float
     executor_error_rate: float = Field(description="failed executions / executions")
@@ -99,6 +101,7 @@ def summarize(records: list[Record]) -> list[Summary]:
             dataset=dataset, mode=mode, questions=n,
             accuracy=sum(r.correct for r in group) / n,
             format_rate=sum(r.status == "answered" for r in group) / n,
+            error_rate=sum(r.status == "error" for r in group) / n,
             asked_rate=sum(r.requests > 0 for r in group) / n,
             requests_per_question=sum(r.requests for r in group) / n,
             executor_error_rate=sum(r.failed_executions for r in group) / executions if executions else 0.0,
@@ -110,16 +113,18 @@ def summarize(records: list[Record]) -> list[Summary]:
 
 
 def read_records(path: Path) -> list[Record]:
-    """Records written so far; a line cut short by a killed run is dropped and its question runs again."""
+    """Records written so far, the latest of each (dataset, question, mode): a question that failed with a backend
+    error and ran again on resume counts once. A line cut short by a killed run is dropped; its question runs again."""
     if not path.is_file():
         return []
-    records = []
+    latest: dict[tuple[str, str, str], Record] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            records.append(Record.model_validate_json(line))
+            record = Record.model_validate_json(line)
         except ValueError:
             continue
-    return records
+        latest[(record.dataset, record.id, record.mode)] = record
+    return list(latest.values())
 
 
 def drop_partial_line(path: Path) -> None:
@@ -132,19 +137,71 @@ def drop_partial_line(path: Path) -> None:
         path.write_bytes(content[: content.rfind(b"\n") + 1])
 
 
-async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -> list[Summary]:
-    """Run what is not yet in `out/records.jsonl`, append each result as it finishes, and summarize everything."""
+class EvalSettings(BaseModel):
+    """What an evaluation folder's records were made with (settings.json). A resume must use the same; datasets and
+    modes may be added, each dataset under a key that is unique and never changes."""
+
+    requester: str
+    coder: str
+    agent: AgentConfig
+    limit: int | None
+    datasets: dict[str, str] = Field(default_factory=dict, description="key in the records -> the file's absolute path")
+    modes: list[Mode] = Field(default_factory=list)
+
+
+def settled(config: EvalConfig, out: Path) -> EvalSettings:
+    """The folder's settings with this run's datasets and modes added; refuses settings that differ from the folder's."""
+    path = out / "settings.json"
+    wanted = EvalSettings(requester=config.requester, coder=config.coder, agent=config.agent, limit=config.limit)
+    stored = EvalSettings.model_validate_json(path.read_text()) if path.is_file() else wanted
+    for field in ("requester", "coder", "agent", "limit"):
+        if getattr(stored, field) != getattr(wanted, field):
+            raise DuetError(
+                f"{out} holds records made with another {field} ({_shown(getattr(stored, field))}, not {_shown(getattr(wanted, field))}); "
+                "resume with the same settings, or write to another --out"
+            )
+    keys = dict(stored.datasets)
+    for data in config.data:
+        resolved = str(data.resolve())
+        if resolved not in keys.values():
+            keys[dataset_key(data, taken=keys)] = resolved
+    modes = stored.modes + [m for m in config.modes if m not in stored.modes]
+    return stored.model_copy(update={"datasets": keys, "modes": modes})
+
+
+def dataset_key(data: Path, taken: dict[str, str]) -> str:
+    """The file's name, or as many parent folders as make it unique (gsm, then a/gsm): two files with one name
+    never share records."""
+    parts = data.resolve().with_suffix("").parts
+    for depth in range(1, len(parts) + 1):
+        key = "/".join(parts[-depth:])
+        if key not in taken:
+            return key
+    raise DuetError(f"cannot name {data} uniquely among {', '.join(taken)}")
+
+
+def _shown(value) -> str:
+    return "different agent settings" if isinstance(value, AgentConfig) else repr(value)
+
+
+async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -> tuple[list[Summary], EvalSettings]:
+    """Run what `out/records.jsonl` lacks for this run's datasets and modes (and what ended in a backend error),
+    append each result as it finishes, and summarize every record of the folder."""
     from graph.build import Team
     from graph.run import run_question
 
     out.mkdir(parents=True, exist_ok=True)
+    settings = settled(config, out)
     records_path = out / "records.jsonl"
     drop_partial_line(records_path)
-    done = {(r.dataset, r.id, r.mode) for r in read_records(records_path)}
-    datasets = {path.stem: load_rows(str(path)).rows[: config.limit] for path in config.data}
-    pending = [(name, row, mode) for mode in config.modes for name, rows in datasets.items() for row in rows if (name, row["id"], mode) not in done]
+    done = {(r.dataset, r.id, r.mode) for r in read_records(records_path) if r.status != "error"}
+    keys = {path: key for key, path in settings.datasets.items()}
+    datasets = {keys[str(path.resolve())]: load_rows(str(path)).rows[: config.limit] for path in config.data}
+    wanted = [(name, row, mode) for mode in config.modes for name, rows in datasets.items() for row in rows]
+    pending = [(name, row, mode) for name, row, mode in wanted if (name, row["id"], mode) not in done]
     if on_progress:
-        on_progress(total=len(pending) + len(done), completed=len(done))
+        on_progress(total=len(wanted), completed=len(wanted) - len(pending))
+    (out / "settings.json").write_text(settings.model_dump_json(indent=1))
     if pending:
         team = team or Team(config.requester, config.coder, config.agent)
         graphs = {mode: team.graph(with_coder=mode == "coder") for mode in config.modes}
@@ -155,7 +212,8 @@ async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -
                 async with slots:
                     started = time.perf_counter()
                     state = await run_question(graphs[mode], row["question"], config.agent)
-                    record = record_of(name, row, mode, state, time.perf_counter() - started)
+                    seconds = time.perf_counter() - started
+                record = record_of(name, row, mode, state, seconds, await acheck_answer(row, state.answer))
                 sink.write(record.model_dump_json() + "\n")
                 sink.flush()
                 if on_progress:
@@ -165,7 +223,26 @@ async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -
                 await asyncio.gather(*(one(*item) for item in pending))
             finally:
                 await team.aclose()
-    return summarize(read_records(records_path))
+    return summarize(read_records(records_path)), settings
+
+
+def reproduce_command(settings: EvalSettings, out: Path) -> str:
+    """The command that makes these records again: the agent settings are written beside them (agent.yaml)."""
+    import yaml
+
+    (out / "agent.yaml").write_text(yaml.safe_dump(settings.agent.model_dump(mode="json"), sort_keys=False))
+    parts = ["duet eval", *(f"--data {_here(path)}" for path in settings.datasets.values()), f"--out {_here(out)}",
+             f"--requester {settings.requester}", f"--coder {settings.coder}", f"--modes {','.join(settings.modes)}",
+             f"--config {_here(out / 'agent.yaml')}"]
+    if settings.limit:
+        parts.append(f"--limit {settings.limit}")
+    return " ".join(parts)
+
+
+def _here(path) -> str:
+    """A path as the user would type it from here: relative when it lies below the current folder."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def write_report(summaries: list[Summary], out: Path, command: str) -> None:
@@ -181,7 +258,7 @@ def write_report(summaries: list[Summary], out: Path, command: str) -> None:
 
 COLUMNS = [
     ("dataset", "dataset", str), ("mode", "mode", str), ("n", "questions", str), ("accuracy", "accuracy", "{:.1%}"),
-    ("format", "format_rate", "{:.1%}"), ("asked", "asked_rate", "{:.1%}"), ("requests/q", "requests_per_question", "{:.2f}"),
+    ("format", "format_rate", "{:.1%}"), ("errors", "error_rate", "{:.1%}"), ("asked", "asked_rate", "{:.1%}"), ("requests/q", "requests_per_question", "{:.2f}"),
     ("exec errors", "executor_error_rate", "{:.1%}"), ("recovered", "recovery_rate", "{:.1%}"),
     ("tokens/q", "tokens_per_question", "{:.0f}"), ("s/q", "seconds_per_question", "{:.1f}"),
 ]
