@@ -29,11 +29,26 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def warn_about_isolation() -> None:
+    """Model-written programs are about to run: say so in one line when the sandbox is weaker than namespaces (once,
+    from the first process of a distributed run). On a system without the sandbox this raises its DuetError."""
+    import os
+
+    from agents.sandbox.isolation import detect_isolation
+
+    warning = detect_isolation().warning
+    if warning and os.environ.get("RANK", "0") == "0":
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
+
+
 def agent_config(config: Path | None, max_calls: int | None):
+    """The agent settings of a command that runs the graph (so it also warns about a weak sandbox)."""
     from duet.configfile import load_config
     from graph.config import AgentConfig
 
-    return load_config(AgentConfig, config, {"limits.max_calls": max_calls})
+    settings = load_config(AgentConfig, config, {"limits.max_calls": max_calls} if max_calls is not None else {})
+    warn_about_isolation()
+    return settings
 
 
 @app.command()
@@ -129,8 +144,11 @@ def exec_(
     from agents.sandbox.isolation import detect_isolation
     from duet.configfile import load_config
 
-    if info:
+    try:
         isolation = detect_isolation()
+    except DuetError as error:
+        fail(str(error))
+    if info:
         if as_json:
             sys.stdout.write(isolation.model_dump_json() + "\n")
         else:
@@ -141,12 +159,13 @@ def exec_(
         fail("give a Python file to run, or --info")
     try:
         code = file.read_text(encoding="utf-8", errors="replace")
-        limits = load_config(SandboxLimits, None, {"timeout_s": timeout, "memory_mb": memory, "concurrency": 1})
+        given = {"timeout_s": timeout, "memory_mb": memory, "concurrency": 1}
+        limits = load_config(SandboxLimits, None, {key: value for key, value in given.items() if value is not None})
     except OSError as error:
         fail(f"cannot read {file}: {error.strerror}; give a readable Python file")
     except DuetError as error:
         fail(str(error))
-    result = Sandbox(limits).run(code)
+    result = Sandbox(limits, isolation).run(code)
     if as_json:
         sys.stdout.write(result.model_dump_json() + "\n")
         return

@@ -116,3 +116,23 @@ async def test_coder_spec_swaps_in_a_different_model(tiny_dir, other_tiny_dir, t
     swapped = await Coder(TransformersBackend.load(str(other_tiny_dir))).write("multiply 6 by 7")
     same_as_requester = await Coder(TransformersBackend.load(str(tiny_dir))).write("multiply 6 by 7")
     assert reply == swapped and reply != same_as_requester
+
+
+def test_a_weak_sandbox_is_announced_in_one_line_when_a_command_starts(monkeypatch):
+    """ask, chat, eval and data filter read their settings through agent_config; train and sft warn the same way."""
+    import io
+
+    from rich.console import Console
+
+    import duet.cli
+    from agents.sandbox import isolation
+
+    shown = io.StringIO()
+    monkeypatch.setattr(duet.cli, "err_console", Console(file=shown, width=60))
+    monkeypatch.setattr(isolation, "detect_isolation", lambda: isolation.host_isolation(root=False))
+    duet.cli.agent_config(None, None)
+    lines = shown.getvalue().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: sandbox isolation is only 'rlimits'")
+    monkeypatch.setattr(isolation, "detect_isolation", lambda: isolation.Isolation(**{**isolation.host_isolation(root=True).model_dump(), "level": "namespaces"}))
+    duet.cli.agent_config(None, None)
+    assert shown.getvalue().strip().splitlines() == lines  # nothing more at the namespaces level

@@ -3,23 +3,29 @@ a small margin, nothing outside the sandbox changed, and the pool still serves a
 
 import asyncio
 import hashlib
+import itertools
 import os
 import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from agents.sandbox import Sandbox, SandboxLimits
-from agents.sandbox.isolation import detect_isolation
+from agents.sandbox.isolation import detect_isolation, host_isolation
 
 TIMEOUT = 2.0
 MARGIN = 2.0
+LIMITS = SandboxLimits(timeout_s=TIMEOUT, cpu_s=5, memory_mb=1024, output_chars=2000, concurrency=2)
 SECRET = "TOPSECRET-d41d8cd98f00"
 ISOLATION = detect_isolation()
 needs_namespaces = pytest.mark.skipif(not ISOLATION.namespaces, reason=f"isolation here is {ISOLATION.level}")
 needs_uid = pytest.mark.skipif(not ISOLATION.unprivileged_uid, reason=f"isolation here is {ISOLATION.level}")
+needs_isolation = pytest.mark.skipif(ISOLATION.level == "rlimits", reason="at the rlimits level programs run as you")
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # one pool for the module, not one per test
+MARKERS = (f"4{os.getpid()}.{n}" for n in itertools.count(1))  # `sleep MARKER`: a daemon the host finds in /proc
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +44,22 @@ def outside():
 
 @pytest.fixture(scope="module")
 def sandbox():
-    box = Sandbox(SandboxLimits(timeout_s=TIMEOUT, cpu_s=5, memory_mb=1024, output_chars=2000, concurrency=2))
+    box = Sandbox(LIMITS)
     yield box
-    asyncio.run(box.aclose()) if box._workers and box._loop and not box._loop.is_closed() else None
+    box.close()
+
+
+@pytest.fixture(scope="module")
+def host_sandbox():
+    """The level a machine without namespaces gets: `uid` when the tests run as root, `rlimits` otherwise."""
+    box = Sandbox(LIMITS, isolation=host_isolation(root=os.geteuid() == 0))
+    yield box
+    box.close()
+
+
+@pytest.fixture(params=["detected", "host"])
+def each_sandbox(request, sandbox, host_sandbox):
+    return sandbox if request.param == "detected" else host_sandbox
 
 
 @pytest.fixture(scope="module")
@@ -162,13 +181,13 @@ async def test_killing_every_process_it_can(sandbox, outside):
     await hostile(sandbox, outside, "import os, signal\nos.kill(-1, signal.SIGKILL)")
 
 
-@needs_uid
+@needs_isolation
 async def test_writing_a_file_outside(sandbox, outside):
     result = await hostile(sandbox, outside, f"open({str(outside / 'new.txt')!r}, 'w').write('x')")
     assert unreachable(result) and not (outside / "new.txt").exists()
 
 
-@needs_uid
+@needs_isolation
 async def test_overwriting_and_deleting_files_outside(sandbox, outside):
     code = f"import os\ntry:\n    open({str(outside / 'keep.txt')!r}, 'w').write('gone')\nexcept OSError as e: print(e)\nos.remove({str(outside / 'keep.txt')!r})"
     result = await hostile(sandbox, outside, code)
@@ -202,12 +221,23 @@ async def test_environment_is_scrubbed(sandbox, outside, monkeypatch):
     assert SECRET not in result.stdout and "DUET_TEST_SECRET" not in result.stdout
 
 
-@needs_uid
-async def test_parent_environment_through_proc(sandbox, outside, monkeypatch):
-    monkeypatch.setenv("DUET_TEST_SECRET", SECRET)
-    code = f"import os\nfor pid in (os.getppid(), {os.getpid()}):\n    try: print(open(f'/proc/{{pid}}/environ', 'rb').read())\n    except OSError as e: print(type(e).__name__)"
-    result = await hostile(sandbox, outside, code)
-    assert SECRET not in result.stdout
+@needs_isolation
+async def test_parent_environment_through_proc(sandbox, outside):
+    """/proc shows a process's initial environment only, so the secret goes into a new process's: reading it must
+    work from here (else this test could not fail) and not from the sandbox."""
+    holder = subprocess.Popen(["sleep", "60"], env={**os.environ, "DUET_TEST_SECRET": SECRET})
+    try:
+        assert SECRET in Path(f"/proc/{holder.pid}/environ").read_text(errors="replace")
+        code = (
+            "import os\nfound = []\nfor pid in filter(str.isdigit, os.listdir('/proc')):\n    try:\n"
+            f"        found += [pid] if {SECRET!r}.encode() in open(f'/proc/{{pid}}/environ', 'rb').read() else []\n"
+            f"    except OSError: pass\ntry: open('/proc/{holder.pid}/environ', 'rb').read()\nexcept OSError as e: print(type(e).__name__)\nprint(found)"
+        )
+        result = await hostile(sandbox, outside, code)
+        assert result.stdout.endswith("[]\n") and SECRET not in result.stdout
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @needs_namespaces
@@ -224,7 +254,7 @@ async def test_outside_socket(sandbox, outside):
     assert "connected" not in result.stdout and not result.ok
 
 
-@needs_uid
+@needs_isolation
 async def test_spawning_a_shell(sandbox, outside):
     code = f"import subprocess\nprint(subprocess.run('echo from-shell; touch {outside}/shell.txt', shell=True, capture_output=True, text=True))"
     await hostile(sandbox, outside, code)
@@ -275,3 +305,51 @@ async def test_concurrent_hostile_programs_do_not_disturb_each_other(sandbox, ou
         sandbox.arun("while True: pass"), sandbox.arun("print(sum(range(10)))"), sandbox.arun("import time; time.sleep(0.2); print('ok')")
     )
     assert results[0].timed_out and results[1].stdout == "45\n" and results[2].stdout == "ok\n"
+
+
+def daemon(marker: str) -> str:
+    """A program that starts `sleep MARKER` in a session of its own, with none of the program's descriptors, and
+    ends as soon as it runs."""
+    return f"""
+import os, time
+child = os.fork()
+if child == 0:
+    os.setsid()
+    quiet = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2, 3):
+        os.dup2(quiet, fd)
+    os.execvp("sleep", ["sleep", "{marker}"])
+while open(f"/proc/{{child}}/cmdline", "rb").read() != b"sleep\\x00{marker}\\x00":
+    time.sleep(0.01)
+print("daemon running")
+"""
+
+
+def running(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == f"sleep\x00{marker}\x00".encode():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+async def test_a_daemon_in_a_session_of_its_own_dies_with_its_program(each_sandbox, outside):
+    marker = next(MARKERS)
+    assert (await hostile(each_sandbox, outside, daemon(marker))).stdout == "daemon running\n"
+    deadline = time.monotonic() + 2
+    while running(marker) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not running(marker)
+
+
+async def test_closing_its_outputs_and_sleeping_is_answered_at_the_timeout(each_sandbox):
+    for _ in range(2 * LIMITS.concurrency):  # every worker started, so the time below is the program's alone
+        await each_sandbox.arun("print()")
+    started = time.monotonic()
+    result = await each_sandbox.arun("import os, time\nfor fd in (1, 2, 3):\n    os.close(fd)\ntime.sleep(100)")
+    assert time.monotonic() - started < TIMEOUT + 1
+    assert result.timed_out and result.error == f"timed out after {TIMEOUT:g} s"
+    assert (await each_sandbox.arun("print(6 * 7)")).stdout == "42\n"

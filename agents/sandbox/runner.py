@@ -13,17 +13,19 @@ import os
 import re
 import shutil
 import signal
+import stat
+import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.sandbox.isolation import UNPRIVILEGED_UID_BASE, Isolation, detect_isolation
+from agents.sandbox.isolation import WORKER, Isolation, detect_isolation, interpreter_folders
 
-WORKER = Path(__file__).with_name("worker.py")
 TRUNCATION_MARKER = "\n[output truncated]"
-WORKER_MARGIN_S = 10.0
+WORKER_MARGIN_S = 3.0  # the worker answers by the program's deadline; this covers its cleanup of the last one, and load
+LEASE_DIR = "/run/duet-sandbox"
+UNPRIVILEGED_UIDS = range(61000, 62000)
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b.*")
 
 
@@ -55,62 +57,148 @@ class ExecutionResult(BaseModel):
 
 
 class _Worker:
-    def __init__(self, index: int, isolation: Isolation):
-        self.uid = UNPRIVILEGED_UID_BASE + index if isolation.unprivileged_uid else None
+    """One worker process, spoken to through its pipes with the running loop's reader and writer callbacks rather
+    than asyncio's subprocess transports: those belong to the loop that made them, and a worker must be killable
+    after that loop closed (see Sandbox._pool)."""
+
+    def __init__(self, isolation: Isolation):
         self.isolation = isolation
-        self.process: asyncio.subprocess.Process | None = None
+        self.uid: int | None = None
+        self.lease: int | None = None
+        self.process: subprocess.Popen | None = None
         self.scratch: str | None = None
+        self.unread = b""
 
     async def start(self) -> None:
+        if self.isolation.unprivileged_uid and self.lease is None:
+            self.uid, self.lease = lease_uid()
         if self.isolation.private_filesystem:
-            scratch, keep = "/tmp", sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path} - {""})
+            scratch, keep = "/tmp", interpreter_folders()
         else:
             scratch, keep = tempfile.mkdtemp(prefix="duet-sandbox-"), []
             os.chmod(scratch, 0o711)
         self.scratch = scratch
-        settings = {"uid": self.uid, "scratch": scratch, "private_mounts": self.isolation.private_filesystem, "keep_paths": keep}
+        settings = {"uid": self.uid, "scratch": scratch, "private_mounts": self.isolation.private_filesystem, "keep_paths": keep, "probe": False}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}
-        self.process = await asyncio.create_subprocess_exec(
-            *self.isolation.launcher, sys.executable, "-I", str(WORKER), json.dumps(settings),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            env=env, limit=2**24, start_new_session=True,
+        self.process = subprocess.Popen(
+            [*self.isolation.launcher, sys.executable, "-I", str(WORKER), json.dumps(settings)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
         )
-        ready = await asyncio.wait_for(self.process.stdout.readline(), 60)
-        if not ready:
+        os.set_blocking(self.process.stdin.fileno(), False)
+        os.set_blocking(self.process.stdout.fileno(), False)
+        self.unread = b""
+        if not await self._receive(60):
             raise RuntimeError("the sandbox worker failed to start")
 
     async def run(self, code: str, limits: SandboxLimits) -> dict:
-        if self.process is None or self.process.returncode is not None:
-            await self.start()
         job = {"code": code, "limits": _worker_limits(limits)}
-        self.process.stdin.write((json.dumps(job) + "\n").encode())
         try:
-            await self.process.stdin.drain()
-            line = await asyncio.wait_for(self.process.stdout.readline(), limits.timeout_s + WORKER_MARGIN_S)
+            if self.process is None or self.process.poll() is not None:
+                self.discard()
+                await self.start()
+            await self._send((json.dumps(job) + "\n").encode())
+            line = await self._receive(limits.timeout_s + WORKER_MARGIN_S)
         except (asyncio.TimeoutError, ConnectionError):
             line = b""
+        except BaseException:  # cancelled: a reply still to come (even a ready line) must not reach the next program
+            self.discard()
+            raise
         if not line:
-            await self.stop()
+            self.discard()
+            self.release()
             return {"stdout": "", "stderr": "", "exit_code": None, "timed_out": False, "truncated": False,
                     "duration_s": 0.0, "worker_failed": True}
         return json.loads(line)
 
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
+    async def _send(self, data: bytes) -> None:
+        pending = memoryview(data)
+        while pending:
             try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            await self.process.wait()
+                pending = pending[os.write(self.process.stdin.fileno(), pending):]
+            except BlockingIOError:
+                await _ready(self.process.stdin.fileno(), writing=True)
+
+    async def _receive(self, timeout_s: float) -> bytes:
+        """The next line from the worker, or b"" if it closed its end."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while b"\n" not in self.unread:
+            await _ready(self.process.stdout.fileno(), writing=False, deadline=deadline)
+            chunk = os.read(self.process.stdout.fileno(), 2**20)
+            if not chunk:
+                return b""
+            self.unread += chunk
+        line, _, self.unread = self.unread.partition(b"\n")
+        return line
+
+    def discard(self) -> None:
+        """Kill the worker and everything its programs started, at once and without the event loop (the run may be
+        cancelled, or the loop closed). At the namespace levels the PID namespace dies with its first process; without
+        one, the worker is the subreaper of everything its programs started, so that is killed below it first. The
+        uid lease stays for the next start."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                if not self.isolation.namespaces:
+                    # imported where used, like fcntl: importing the sandbox must work everywhere, so that other
+                    # systems than Linux get detect_isolation's one-line error
+                    from agents.sandbox.worker import kill_descendants
+
+                    kill_descendants(self.process.pid)
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.process.wait()
+            self.process.stdin.close()
+            self.process.stdout.close()
         self.process = None
         if self.scratch and not self.isolation.private_filesystem:
             shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch = None
+
+    def release(self) -> None:
+        if self.lease is not None:
+            os.close(self.lease)
+        self.uid, self.lease = None, None
+
+
+async def _ready(fd: int, writing: bool, deadline: float | None = None) -> None:
+    """Wait until `fd` can be written or read, or raise asyncio.TimeoutError at the loop-time `deadline`."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    watch, unwatch = (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
+    watch(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await asyncio.wait_for(ready, None if deadline is None else max(deadline - loop.time(), 0))
+    finally:
+        unwatch(fd)
+
+
+def lease_uid() -> tuple[int, int]:
+    """An unprivileged uid that no other worker, of this or any other duet process, is using, and the descriptor
+    that holds it. Each uid has a lock file in a root-only folder; an exclusive flock on it is the lease. The kernel
+    drops the lock when the descriptor closes, so a duet process that dies, even by SIGKILL, frees its uids, and the
+    next worker to lease one kills whatever is left under it (see worker.kill_every_process_of)."""
+    import fcntl
+
+    os.makedirs(LEASE_DIR, mode=0o700, exist_ok=True)
+    folder = os.lstat(LEASE_DIR)
+    if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != 0 or folder.st_mode & 0o077:
+        raise RuntimeError(f"{LEASE_DIR} must be a folder only root can use")
+    for uid in UNPRIVILEGED_UIDS:
+        lease = os.open(os.path.join(LEASE_DIR, str(uid)), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return uid, lease
+        except BlockingIOError:
+            os.close(lease)
+    raise RuntimeError(f"all {len(UNPRIVILEGED_UIDS)} sandbox uids are in use by duet processes")
 
 
 class Sandbox:
-    def __init__(self, limits: SandboxLimits | None = None):
+    def __init__(self, limits: SandboxLimits | None = None, isolation: Isolation | None = None):
+        """`isolation` defaults to the strongest this machine allows; tests pass a weaker one (isolation.host_isolation)."""
         self.limits = limits or SandboxLimits()
-        self.isolation = detect_isolation()
+        self.isolation = isolation or detect_isolation()
         self._idle: asyncio.Queue[_Worker] | None = None
         self._running: asyncio.Semaphore | None = None
         self._workers: list[_Worker] = []
@@ -138,23 +226,31 @@ class Sandbox:
         return _result(reply, self.limits)
 
     def _pool(self) -> asyncio.Queue:
-        """Workers belong to the event loop that started them; a new loop gets a new pool.
+        """The idle queue and the semaphore belong to the event loop that made them, so a new loop gets a new pool,
+        and the old pool's workers are killed: one may still hold the reply of a run its loop never finished.
 
         There are twice as many workers as programs allowed at once: after replying, a worker still kills leftovers
         and forks its next child, and the idle queue hands the next program to a worker that is already done."""
         loop = asyncio.get_running_loop()
         if self._idle is None or self._loop is not loop:
+            self.close()
             self._loop = loop
             self._running = asyncio.Semaphore(self.limits.concurrency)
-            self._workers = [_Worker(index, self.isolation) for index in range(2 * self.limits.concurrency)]
+            self._workers = [_Worker(self.isolation) for _ in range(2 * self.limits.concurrency)]
             self._idle = asyncio.Queue()
             for worker in self._workers:
                 self._idle.put_nowait(worker)
         return self._idle
 
     async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill every worker and everything its programs started; needs no event loop, so a pool whose loop is closed
+        can be closed too."""
         for worker in self._workers:
-            await worker.stop()
+            worker.discard()
+            worker.release()
         self._idle, self._workers = None, []
 
 

@@ -2,17 +2,21 @@
 
 Run as a script (`python -I worker.py SETTINGS_JSON`), usually inside fresh network, PID, mount, IPC and UTS
 namespaces made by `unshare`. It reads one job per line on stdin and writes one reply per line on the file descriptor
-it was given, which no child can reach. Each child:
+it was given, which no child can reach. Once, at start, it makes the whole filesystem read-only to its programs, except
+private scratch folders (see make_private_filesystem). Each child:
+  - takes no privileges: no setuid binaries, no capabilities, and the worker's own unprivileged uid when the worker
+    runs as root, so the process limit binds and the parent's files are out of reach;
   - gets a fresh working folder on a private tmpfs, and a scrubbed environment;
   - starts its own session, takes the limits (CPU, address space, file size, open files, processes);
-  - drops to the worker's own unprivileged uid when the worker runs as root, so the process limit binds and the
-    parent's files are out of reach;
   - runs the program as __main__, with stdout and stderr on pipes the worker reads with a cap.
-After each job every process of the worker's uid is killed, so daemons, fork bombs and escaped sessions die with it.
-This file imports nothing from duet: it must start fast and run with the interpreter's isolated flags.
+The reply comes by the program's deadline whatever the program does. After each job everything the program started is
+killed (the worker is their subreaper, or the first process of their PID namespace), daemons and escaped sessions too.
+This file imports nothing from duet: it must start fast and run with the interpreter's isolated flags. It runs on
+Linux only (detect_isolation refuses other systems).
 """
 
 import atexit
+import ctypes
 import gc
 import json
 import os
@@ -20,7 +24,6 @@ import resource
 import selectors
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -29,6 +32,14 @@ import traceback
 PRELOAD = ("math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "re", "string",
            "statistics", "random", "heapq", "bisect", "operator", "datetime", "json", "numpy", "sympy")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+SCRATCH = {"/tmp": "size=512m,mode=1777", "/var/tmp": "size=512m,mode=1777", "/dev/shm": "size=64m,mode=1777"}
+HIDDEN = {"/root": "size=1m,mode=755", "/home": "size=1m,mode=755"}
+
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 4, 24, 36, 38
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_PRIVATE = 2, 4, 8, 4096, 1 << 18
+SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
+CAPABILITY_VERSION_3 = 0x20080522
 
 
 def main() -> None:
@@ -37,8 +48,15 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    if settings["private_mounts"]:
-        make_private_filesystem(settings["keep_paths"])
+    prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of programs come back to us, not to init, so cleanup finds them
+    prctl(PR_SET_DUMPABLE, 0)  # programs sharing our uid can neither ptrace us nor open our descriptors via /proc
+    filesystem = make_private_filesystem(settings["keep_paths"]) if settings["private_mounts"] else None
+    if settings["probe"]:
+        os.write(replies, (json.dumps({"ready": True, "filesystem": filesystem}) + "\n").encode())
+        return
+    uid = settings["uid"]
+    if uid is not None:
+        kill_every_process_of(uid)
     for name in PRELOAD:
         try:
             __import__(name)
@@ -46,36 +64,95 @@ def main() -> None:
             pass
     gc.freeze()  # preloaded objects stay out of the children's collections, so their pages stay shared
     os.write(replies, b'{"ready": true}\n')
-    child = WaitingChild(settings["uid"])
+    child = WaitingChild(uid)
     for line in sys.stdin:
         job = json.loads(line)
-        reply, workdir = run_job(child, job["code"], job["limits"], settings)
-        os.write(replies, (json.dumps(reply) + "\n").encode())
-        clean_up(settings["uid"], child.pid, workdir)
-        child = WaitingChild(settings["uid"])
+        workdir = os.path.join(settings["scratch"], f"job-{time.monotonic_ns()}")
+        try:
+            reply = run_job(child, job["code"], job["limits"], workdir, uid)
+            os.write(replies, (json.dumps(reply) + "\n").encode())
+        finally:  # also when the reply cannot be written because duet went away
+            kill_everything()
+            shutil.rmtree(workdir, ignore_errors=True)
+        child = WaitingChild(uid)
+    kill_everything()
 
 
-HIDDEN = {"/tmp": "size=512m,mode=1777", "/var/tmp": "size=512m,mode=1777", "/dev/shm": "size=64m,mode=1777",
-          "/root": "size=1m,mode=755", "/home": "size=1m,mode=755"}
+def call(result: int) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
 
 
-def make_private_filesystem(keep_paths: list) -> None:
-    """Inside our own mount namespace: an empty tmpfs over the shared scratch folders and the home folders, then the
-    interpreter's own folders (which may live under /root, or in a checkout under /tmp) put back read-only. They are
-    bound back from directory descriptors opened before the tmpfs hid them."""
-    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
-    hidden = [root for root in HIDDEN if os.path.isdir(root)]
+def prctl(option: int, value: int) -> None:
+    call(libc.prctl(ctypes.c_int(option), *(ctypes.c_ulong(v) for v in (value, 0, 0, 0))))
+
+
+def mount(source: str, target: str, kind: str | None, flags: int, options: str | None = None) -> None:
+    call(libc.mount(source.encode(), target.encode(), kind and kind.encode(), ctypes.c_ulong(flags), options and options.encode()))
+
+
+class MountAttributes(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+
+
+def make_read_only(path: str, propagation: int = 0) -> None:
+    """The mount at `path` and every mount below it, read-only (and with a propagation type, if given), in one
+    mount_setattr call. Setting read-only is allowed inside a user namespace; only clearing a locked flag is not."""
+    attributes = MountAttributes(attr_set=MOUNT_ATTR_RDONLY, propagation=propagation)
+    call(libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_long(AT_FDCWD), path.encode(),
+                      ctypes.c_long(AT_RECURSIVE), ctypes.byref(attributes), ctypes.c_long(ctypes.sizeof(attributes))))
+
+
+def make_private_filesystem(keep_paths: list) -> dict:
+    """Once per worker, inside our own mount and PID namespaces, in this order:
+      1. a fresh /proc, so programs see only this namespace's processes and nothing of the host's;
+      2. every mount read-only and private, recursively, so no program can change the user's files anywhere;
+      3. empty writable tmpfs over the scratch folders (/tmp holds the job folders), empty tmpfs over the homes;
+      4. the interpreter's own folders under those (pyenv under /root, a checkout under /tmp) bound back read-only,
+         from directory descriptors opened before the tmpfs hid them; then the home tmpfs read-only too.
+    Returns what the mount table then says, which `duet exec --info` reports."""
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    make_read_only("/", propagation=MS_PRIVATE)
+    covered = {root: options for root, options in {**SCRATCH, **HIDDEN}.items() if os.path.isdir(root)}
     kept = sorted({os.path.realpath(p) for p in keep_paths if os.path.isdir(p)})
-    kept = [p for p in kept if any(p.startswith(root + "/") for root in hidden)]
+    kept = [p for p in kept if any(p.startswith(root + "/") for root in covered)]
     kept = [p for p in kept if not any(p.startswith(other + "/") for other in kept)]
     handles = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in kept}
-    for root in hidden:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", HIDDEN[root], "tmpfs", root], check=True)
+    for root, options in covered.items():
+        mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, options)
     for path, fd in handles.items():
         os.makedirs(path, exist_ok=True)
-        subprocess.run(["mount", "--no-canonicalize", "--bind", f"/proc/self/fd/{fd}", path], check=True, pass_fds=[fd])
-        subprocess.run(["mount", "-o", "remount,bind,ro", path], check=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND)
+        make_read_only(path)
         os.close(fd)
+    hidden = [root for root in HIDDEN if root in covered]
+    for root in hidden:
+        make_read_only(root)
+    with open("/proc/self/mountinfo", encoding="utf-8") as table:
+        writable = sorted({fields[4] for fields in map(str.split, table) if "rw" in fields[5].split(",")})
+    return {"writable": writable, "hidden": hidden, "kept": kept}
+
+
+def drop_privileges(uid) -> None:
+    """No program may gain privileges: setuid binaries stop working (no_new_privs), and where the worker is root,
+    for real or inside its user namespace, the child empties its capability bounding set, then takes the worker's
+    unprivileged uid, or, without one, drops every capability. A root without capabilities cannot mount, so it
+    cannot make the read-only filesystem writable again."""
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if os.geteuid() != 0:
+        return
+    with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as last:
+        for capability in range(int(last.read()) + 1):
+            prctl(PR_CAPBSET_DROP, capability)
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        return
+    header = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0)
+    none = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: twice, for capabilities 0-31 and 32-63
+    call(libc.capset(header, none))
 
 
 class WaitingChild:
@@ -86,10 +163,14 @@ class WaitingChild:
         pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, and the status the child reports before it exits
         self.pid = os.fork()
         if self.pid == 0:
-            os.close(self.job_write)
-            with os.fdopen(job_read, "rb") as job:
-                orders = json.loads(job.read())
-            run_child(orders["workdir"], [write for _, write in pipes], orders["limits"], uid)
+            try:
+                os.close(self.job_write)
+                drop_privileges(uid)
+                with os.fdopen(job_read, "rb") as job:
+                    orders = json.loads(job.read())
+                run_child(orders["workdir"], [write for _, write in pipes], orders["limits"])
+            finally:  # no job (the worker went away) or no privileges to drop: never return into the worker's code
+                os._exit(1)
         os.close(job_read)
         for _, write in pipes:
             os.close(write)
@@ -100,9 +181,7 @@ class WaitingChild:
             job.write(json.dumps({"workdir": workdir, "limits": limits}).encode())
 
 
-def run_job(child: WaitingChild, code: str, limits: dict, settings: dict) -> tuple:
-    uid = settings["uid"]
-    workdir = os.path.join(settings["scratch"], f"job-{time.monotonic_ns()}")
+def run_job(child: WaitingChild, code: str, limits: dict, workdir: str, uid) -> dict:
     os.makedirs(workdir, mode=0o700)
     with open(os.path.join(workdir, "program.py"), "w", encoding="utf-8") as handle:
         handle.write(code)
@@ -110,11 +189,15 @@ def run_job(child: WaitingChild, code: str, limits: dict, settings: dict) -> tup
         os.chown(workdir, uid, uid)
         os.chown(os.path.join(workdir, "program.py"), uid, uid)
     started = time.monotonic()
+    deadline = started + limits["timeout_s"]
     child.start(workdir, limits)
-    (stdout, out_cut), (stderr, _), (status, _) = collect(*child.readers, limits=limits, started=started)
-    timed_out = time.monotonic() - started >= limits["timeout_s"] and not status
-    exit_code = None if timed_out else int(status) if status.strip().lstrip(b"-").isdigit() else wait_status(child.pid)
-    reply = {
+    (stdout, out_cut), (stderr, _), (status, _) = collect(*child.readers, cap=limits["output_bytes"], deadline=deadline)
+    if status.strip().lstrip(b"-").isdigit():
+        exit_code, timed_out = int(status), False
+    else:
+        exit_code = exit_code_by(child.pid, deadline)
+        timed_out = exit_code is None
+    return {
         "stdout": stdout.decode("utf-8", "replace"),
         "stderr": stderr.decode("utf-8", "replace"),
         "exit_code": exit_code,
@@ -122,10 +205,9 @@ def run_job(child: WaitingChild, code: str, limits: dict, settings: dict) -> tup
         "truncated": out_cut,
         "duration_s": round(time.monotonic() - started, 4),
     }
-    return reply, workdir
 
 
-def run_child(workdir: str, writers: list, limits: dict, uid) -> None:
+def run_child(workdir: str, writers: list, limits: dict) -> None:
     """In the forked child: never returns. Reports its exit status on fd 3 and closes its outputs before the slow
     part of exiting (tearing down an address space that holds numpy and sympy), so the reply need not wait for it."""
     try:
@@ -137,10 +219,6 @@ def run_child(workdir: str, writers: list, limits: dict, uid) -> None:
         os.chdir(workdir)
         for name, value in limits["rlimits"].items():
             resource.setrlimit(getattr(resource, name), (value, value))
-        if uid is not None:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
         os.environ.clear()
         os.environ.update({"PATH": SAFE_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
                            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
@@ -174,15 +252,13 @@ def run_child(workdir: str, writers: list, limits: dict, uid) -> None:
         os._exit(1)
 
 
-def collect(*fds: int, limits: dict, started: float) -> list:
-    """Read the pipes, keeping at most the output cap of each, until all are closed or the time is up."""
-    cap = limits["output_bytes"]
+def collect(*fds: int, cap: int, deadline: float) -> list:
+    """Read the pipes, keeping at most `cap` bytes of each, until all are closed or the deadline passes."""
     kept = {fd: bytearray() for fd in fds}
     cut = {fd: False for fd in fds}
     selector = selectors.DefaultSelector()
     for fd in fds:
         selector.register(fd, selectors.EVENT_READ)
-    deadline = started + limits["timeout_s"]
     while selector.get_map():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -201,33 +277,75 @@ def collect(*fds: int, limits: dict, started: float) -> list:
     return [(bytes(kept[fd]), cut[fd]) for fd in fds]
 
 
-def wait_status(pid: int) -> int:
-    """The child died without reporting (a signal, or its own os._exit): ask the kernel."""
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+def exit_code_by(pid: int, deadline: float):
+    """The child did not report a status (a signal, its own os._exit, or it closed the report pipe): its exit code,
+    or None if it still runs at the deadline. Polled, because a plain waitpid could wait past the deadline forever."""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.001)
 
 
-def clean_up(uid, pid: int, workdir: str) -> None:
-    """After the reply: kill whatever the program left behind, wait until it is gone (a dying process still counts
-    against the next program's process limit), remove its folder. The pool keeps spare workers, so this waiting
-    does not delay the next program."""
-    kill_everything(uid, pid)
-    reap()
-    shutil.rmtree(workdir, ignore_errors=True)
-
-
-def kill_everything(uid, pid: int) -> None:
-    """Kill everything the program started, escaped sessions too: as PID 1 of our own namespace, one kill(-1);
-    otherwise the child's session, and with a uid of our own, every process of that uid."""
+def kill_everything() -> None:
+    """Kill everything the programs started and reap it (a dying process still counts against the next program's
+    process limit). As PID 1 of our own namespace, one kill(-1) reaches every process in it; otherwise the worker is
+    the subreaper of everything its programs started, escaped sessions included. The pool keeps spare workers, so
+    this does not delay the next program."""
     if os.getpid() == 1:
         os.kill(-1, signal.SIGKILL)
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if uid is None:
-        return
+    else:
+        kill_descendants(os.getpid())
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def kill_descendants(root: int, patience_s: float = 5.0) -> None:
+    """SIGKILL every process below `root`, pass after pass, until only zombies are left. A process orphaned by a
+    kill moves up to the nearest subreaper, `root` itself, so the next pass still finds it, and a process with
+    SIGKILL pending can fork no more. Zombies are signalled too: a zombie thread-group leader may still have live
+    threads. The runner calls this from outside to discard a worker; `patience_s` bounds a process stuck in the
+    kernel."""
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        below = descendants(root)
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if all(state == b"Z" for state in below.values()):
+            return
+        time.sleep(0.001)
+
+
+def descendants(root: int) -> dict:
+    """Every process below `root`, with its state letter, from /proc."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as stat:
+                    state, parent = stat.read().rsplit(b")", 1)[1].split()[:2]
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(int(parent), []).append((int(name), state))
+    found, queue = {}, [root]
+    while queue:
+        for pid, state in children.get(queue.pop(), []):
+            found[pid] = state
+            queue.append(pid)
+    return found
+
+
+def kill_every_process_of(uid: int) -> None:
+    """At start, with a uid leased to this worker: whatever still runs under it (left by a worker that was killed)
+    dies, so no program can signal ours or count against their process limit."""
     killer = os.fork()
     if killer == 0:
         try:
@@ -237,15 +355,6 @@ def kill_everything(uid, pid: int) -> None:
         finally:
             os._exit(0)
     os.waitpid(killer, 0)
-
-
-def reap() -> None:
-    """Wait for every child (and, as PID 1 of a namespace, every orphan); all of them were just sent SIGKILL."""
-    while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
 
 
 if __name__ == "__main__":
