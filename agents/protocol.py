@@ -20,6 +20,18 @@ BOXED = "\\boxed{"
 REQUESTER_STOPS = [REQUEST_CLOSE]
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 
+# What the parsers report about a segment. The first group breaks the protocol (the format reward's concern).
+UNCLOSED_REQUEST = f"{REQUEST_OPEN} was never closed"
+STRAY_CLOSE = f"{REQUEST_CLOSE} without {REQUEST_OPEN}"
+NESTED_REQUESTS = "nested or repeated request tags; the innermost request was used"
+SECOND_REQUEST = "a second request in the same segment was ignored"
+EMPTY_REQUEST = "the request is empty"
+UNCLOSED_BOX = "\\boxed{ was never closed"
+EMPTY_ANSWER = "the boxed answer is empty"
+TEXT_AFTER_ANSWER = "text after the answer was ignored"
+NOTHING = "no request and no \\boxed{} answer"
+FORMAT_VIOLATIONS = frozenset({UNCLOSED_REQUEST, STRAY_CLOSE, NESTED_REQUESTS, SECOND_REQUEST, EMPTY_REQUEST, UNCLOSED_BOX, EMPTY_ANSWER, TEXT_AFTER_ANSWER})
+
 
 class RequesterTurn(BaseModel):
     """What one requester segment amounts to: a request to run, a final answer, or neither."""
@@ -42,16 +54,16 @@ def parse_requester_segment(text: str) -> RequesterTurn:
         return _parse_request(text, close)
     problems: list[str] = []
     if REQUEST_OPEN in text:
-        problems.append(f"{REQUEST_OPEN} was never closed")
+        problems.append(UNCLOSED_REQUEST)
     span = _boxed_span(text)
     if span is None:
-        problems.append("\\boxed{ was never closed" if BOXED in text else "no request and no \\boxed{} answer")
+        problems.append(UNCLOSED_BOX if BOXED in text else NOTHING)
         return RequesterTurn(kind="none", problems=problems)
     answer = _boxed_content(text, span).strip()
     if text[span[1] :].strip(" \t\n."):
-        problems.append("text after the answer was ignored")
+        problems.append(TEXT_AFTER_ANSWER)
     if not answer:
-        return RequesterTurn(kind="none", problems=problems + ["the boxed answer is empty"])
+        return RequesterTurn(kind="none", problems=problems + [EMPTY_ANSWER])
     return RequesterTurn(kind="answer", answer=answer, problems=problems)
 
 
@@ -59,14 +71,14 @@ def _parse_request(text: str, close: int) -> RequesterTurn:
     problems: list[str] = []
     opening = text.rfind(REQUEST_OPEN, 0, close)
     if opening < 0:
-        return RequesterTurn(kind="none", problems=[f"{REQUEST_CLOSE} without {REQUEST_OPEN}"])
+        return RequesterTurn(kind="none", problems=[STRAY_CLOSE])
     if text.count(REQUEST_OPEN, 0, close) > 1:
-        problems.append("nested or repeated request tags; the innermost request was used")
+        problems.append(NESTED_REQUESTS)
     if text.find(REQUEST_OPEN, close) >= 0:
-        problems.append("a second request in the same segment was ignored")
+        problems.append(SECOND_REQUEST)
     request = text[opening + len(REQUEST_OPEN) : close].strip()
     if not request:
-        problems.append("the request is empty")
+        problems.append(EMPTY_REQUEST)
     return RequesterTurn(kind="request", request=request, problems=problems)
 
 

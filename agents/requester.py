@@ -16,6 +16,7 @@ class RequesterSettings(BaseModel):
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_segment_tokens: int = Field(256, ge=1, description="tokens the requester may write between two results")
+    few_shot: bool | None = Field(None, description="show the worked examples; unset: as the checkpoint was trained, else yes")
 
 
 class Requester:
@@ -26,13 +27,7 @@ class Requester:
         self.settings = settings or RequesterSettings()
 
     def messages(self, question: str, history: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
-        """System prompt, few-shot exchanges, earlier exchanges of this chat, then the question."""
-        messages = [{"role": "system", "content": load_text("requester")}]
-        for example in load_examples("requester_examples"):
-            messages += [{"role": "user", "content": example["question"]}, {"role": "assistant", "content": example["answer"]}]
-        for asked, response in history:
-            messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": response}]
-        return [*messages, {"role": "user", "content": question}]
+        return requester_messages(question, history, few_shot=self.settings.few_shot is not False)
 
     def prompt_ids(self, question: str, history: list[tuple[str, str]] = (), reserve: int = 0) -> tuple[list[int], int]:
         """The prompt, and how many of the oldest exchanges were left out so that it plus `reserve` tokens of
@@ -73,3 +68,13 @@ class Requester:
         for token in self.backend.tokenizer.all_special_tokens:
             text = text.replace(token, "")
         return text
+
+
+def requester_messages(question: str, history: list[tuple[str, str]] = (), few_shot: bool = True) -> list[dict[str, str]]:
+    """System prompt, few-shot exchanges, earlier exchanges of this chat, then the question."""
+    messages = [{"role": "system", "content": load_text("requester")}]
+    for example in load_examples("requester_examples") if few_shot else ():
+        messages += [{"role": "user", "content": example["question"]}, {"role": "assistant", "content": example["answer"]}]
+    for asked, response in history:
+        messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": response}]
+    return [*messages, {"role": "user", "content": question}]

@@ -263,6 +263,59 @@ def data_filter(
     console.print(f"kept {len(kept)} of {len(rows)} questions (dropped those always solved) in {out}; pass rates in {saved}", highlight=False)
 
 
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set grpo.beta=0.01 (repeatable).")]
+
+
+def run_recipe(config_cls, config: Path, overrides: list[str] | None, run, made: str) -> None:
+    """Shared by train and sft: load the YAML recipe with its --set overrides, warn about a weak sandbox, run, and
+    turn every user-facing failure into one line."""
+    from duet.configfile import load_config, parse_overrides
+
+    try:
+        settings = load_config(config_cls, config, parse_overrides(overrides or []))
+        warn_about_isolation()
+        final = run(settings)
+    except DuetError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        typer.echo("interrupted; a GRPO run continues with --resume from its last checkpoint", err=True)
+        raise typer.Exit(130) from None
+    console.print(f"done; {made} is {final} (duet ask --requester {final})", highlight=False)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML recipe of a GRPO run (see configs/).")],
+    overrides: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint-latest.")] = False,
+) -> None:
+    """Train the requester with GRPO through the graph. Under `accelerate launch`, data-parallel."""
+    from training.config import GRPORunConfig
+
+    def run(settings):
+        from training.trainer import train as run_training
+
+        return run_training(settings, resume=resume)
+
+    run_recipe(GRPORunConfig, config, overrides, run, "the trained requester")
+
+
+@app.command()
+def sft(
+    config: Annotated[Path, typer.Argument(help="YAML recipe of a cold-start SFT run (see configs/).")],
+    overrides: SetOpt = None,
+) -> None:
+    """Cold start: supervised fine-tuning on protocol traces, with the loss on the requester's own tokens only."""
+    from training.config import SFTRunConfig
+
+    def run(settings):
+        from training.sft import run_sft
+
+        return run_sft(settings)
+
+    run_recipe(SFTRunConfig, config, overrides, run, "the fine-tuned requester")
+
+
 eval_app = typer.Typer(help="Evaluate on datasets with and without the coder; compare reports.")
 app.add_typer(eval_app, name="eval")
 

@@ -13,7 +13,7 @@ from langgraph.graph import END, START, StateGraph
 
 from agents.backends.base import Backend
 from agents.coder import Coder
-from agents.models import load_backend, parse_spec
+from agents.models import load_backend, parse_spec, trained_requester_settings
 from agents.requester import Requester
 from agents.sandbox import Sandbox
 from graph.config import AgentConfig
@@ -56,14 +56,19 @@ class Team:
     """The loaded parts of an agent. One backend is shared when requester and coder name the same model, so their
     calls batch together and the weights are loaded once."""
 
-    def __init__(self, requester_spec: str, coder_spec: str, config: AgentConfig | None = None):
+    def __init__(self, requester_spec: str, coder_spec: str, config: AgentConfig | None = None, requester_backend: Backend | None = None):
+        """`requester_backend` is a backend that is already running the requester (training's policy): it is used as
+        it is, and never shared with the coder, which stays a frozen model of its own even under the same spec."""
         self.config = config or AgentConfig()
         self.requester_spec, self.coder_spec = requester_spec, coder_spec
         self._backends: dict[str, Backend] = {}
         # parse both, then reach servers before loading weights, so a typo or a dead server fails in a second
-        for spec in sorted((requester_spec, coder_spec), key=lambda s: parse_spec(s).kind != "openai"):
+        for spec in sorted({coder_spec} if requester_backend else {requester_spec, coder_spec}, key=lambda s: parse_spec(s).kind != "openai"):
             self.backend(spec)
-        self.requester = Requester(self.backend(requester_spec), self.config.requester)
+        trained = trained_requester_settings(requester_spec)
+        unset = {key: value for key, value in trained.items() if getattr(self.config.requester, key, None) is None}
+        backend = requester_backend or self.backend(requester_spec)
+        self.requester = Requester(backend, self.config.requester.model_copy(update=unset))
         self.coder = Coder(self.backend(coder_spec), self.config.coder)
         self.sandbox = Sandbox(self.config.sandbox)
 

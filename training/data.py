@@ -6,8 +6,10 @@ question or answer are skipped and counted, never guessed.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+from random import Random
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -122,3 +124,31 @@ def write_jsonl(rows: list[dict], out: Path) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     partial.replace(out)
 
+
+
+class TrainingStream:
+    """The questions a run trains on, as an endless sequence of epochs, so that the questions of any step follow from
+    the step number alone: a resumed run continues with exactly the questions it would have seen.
+
+    curriculum: easy to hard by pass rate (from `duet data filter`), the same order every epoch; without pass rates
+    it falls back to shuffle. shuffle: a new seeded order each epoch. file: the order of the file."""
+
+    def __init__(self, rows: list[dict], order: str, seed: int, pass_rates: dict[str, float] | None = None):
+        if not rows:
+            raise DuetError("the training data has no usable rows; check the files under data.train")
+        ranked = order == "curriculum" and bool(pass_rates)
+        self.rows = sorted(rows, key=lambda row: -pass_rates.get(row["id"], 0.0)) if ranked else list(rows)
+        self.shuffled = order == "shuffle" or (order == "curriculum" and not ranked)
+        self.seed = seed
+
+    @functools.lru_cache(maxsize=2)
+    def epoch(self, number: int) -> list[dict]:
+        if not self.shuffled:
+            return self.rows
+        rows = list(self.rows)
+        Random(f"{self.seed}-{number}").shuffle(rows)
+        return rows
+
+    def take(self, start: int, count: int) -> list[dict]:
+        """Rows `start` .. `start + count` of the endless sequence."""
+        return [self.epoch(index // len(self.rows))[index % len(self.rows)] for index in range(start, start + count)]

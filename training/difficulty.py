@@ -39,3 +39,9 @@ def save_pass_rates(data: Path, pass_rates: dict[str, float], k: int) -> Path:
     path = pass_rates_path(data)
     path.write_text(json.dumps({"k": k, "pass_rates": pass_rates}, indent=1))
     return path
+
+
+def load_pass_rates(data: Path) -> dict[str, float] | None:
+    """The pass rates saved beside a data file, if `duet data filter` wrote any."""
+    path = pass_rates_path(Path(data))
+    return json.loads(path.read_text())["pass_rates"] if path.is_file() else None

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from agents.backends.base import Backend, Generation, GenerationRequest, SamplingParams
 from agents.backends.batching import on_caller_loop
 from agents.backends.detokenize import IncrementalText, first_stop
-from agents.errors import DuetError
 
 
 @dataclass
@@ -63,16 +62,9 @@ class TransformersBackend(Backend):
 
     @classmethod
     def load(cls, source: str, dtype: str = "float32", device: str = "cpu", **options) -> TransformersBackend:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging
+        from agents.models import load_causal_lm
 
-        logging.disable_progress_bar()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype)).to(device)
-        except OSError as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise DuetError(f"cannot load model {source!r} ({first_line}); give a local folder, a cached hub id, or 'default'") from error
+        model, tokenizer = load_causal_lm(source, dtype, device)
         return cls(model, tokenizer, name=source, **options)
 
     async def generate(self, requests: list[GenerationRequest]) -> list[Generation]:

@@ -1,0 +1,222 @@
+"""Cold start: supervised fine-tuning on protocol traces, so that GRPO starts from a requester that asks.
+
+Traces come from the graph itself (rejection sampling: runs of the requester, or of a teacher, that got the answer
+right and made a request), or from a JSONL file. The loss is cross-entropy on the requester's own tokens only, with
+the same loss mask as GRPO: the prompt and the inserted results are never trained on. Each trace keeps the token ids
+it was generated with; only the prompt is rebuilt, from the settings the model is being trained for (e.g. without
+the few-shot examples, which shortens every later trajectory).
+
+Trace file rows: {"question", "segments": [{"source": "requester" | "inserted", "text", "token_ids"?}]}, as written
+by `traces.save_to`; or simply {"question", "response"}, where <result>...</result> blocks are the inserted parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from agents.errors import DuetError
+from agents.protocol import RESULT_CLOSE, RESULT_OPEN
+from agents.requester import Requester
+from graph.build import Team, build_graph
+from graph.run import run_batch
+from graph.seeds import derive_seed
+from graph.state import AgentState, Segment, Trajectory
+from training.batch import TrajectoryBatch, policy_logprobs
+from training.checkpoint import save_checkpoint
+from training.accelerate_setup import make_accelerator
+from training.answers import Verdict
+from training.config import SFTRunConfig, TraceSettings
+from training.data import load_rows, write_jsonl
+from training.policy import Policy
+from training.rewards import acheck_answer
+
+RESULT_BLOCK = re.compile(rf"\n?{re.escape(RESULT_OPEN)}.*?{re.escape(RESULT_CLOSE)}\n?", re.DOTALL)
+
+
+def run_sft(config: SFTRunConfig) -> Path:
+    from accelerate.utils import gather_object
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from transformers import get_scheduler
+
+    args = config.sft
+    accelerator = make_accelerator(args, config.agent.backends.device)
+    console = Console(stderr=True)
+    policy = Policy(config.model, device=accelerator.device)
+
+    # ---- traces: sampled through the graph (each process its share of the questions), or read from a file
+    if config.traces.file is not None:
+        traces = read_traces(config.traces.file)
+    else:
+        rows = [row for path in config.data.train for row in load_rows(str(path)).rows]
+        mine = rows[accelerator.process_index :: accelerator.num_processes]
+        traces = [t for part in gather_object([collect_traces(config, policy, mine)]) for t in part]
+        if config.traces.save_to is not None and accelerator.is_main_process:
+            write_jsonl(traces, config.traces.save_to)
+    if not traces:
+        raise DuetError("no traces to train on: no sampled run was right (and asked, with traces.require_request); "
+                        "sample more (traces.samples_per_question, temperatures), use a teacher, or give traces.file")
+    if accelerator.is_main_process:
+        console.print(f"training on {len(traces)} traces of {len({t['question'] for t in traces})} questions", highlight=False)
+
+    # ---- the examples: the prompt the model is trained for, then each trace's own ids
+    agent = config.agent.model_copy(deep=True)
+    if agent.requester.few_shot is None:
+        agent.requester.few_shot = policy.trained_with.get("few_shot", True)
+    prompter = Requester(policy_backend(policy, config), agent.requester)
+    examples = [to_trajectory(trace, prompter, policy.tokenizer) for trace in traces]
+    loader = torch.utils.data.DataLoader(
+        examples, batch_size=args.per_device_train_batch_size, shuffle=True,
+        collate_fn=lambda trajectories: TrajectoryBatch.from_trajectories(trajectories, policy.pad_id, with_logprobs=False),
+    )
+
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    model, optimizer, loader = accelerator.prepare(policy.model, optimizer, loader)
+    total_steps = args.num_train_epochs * -(-len(loader) // args.gradient_accumulation_steps)
+    scheduler = accelerator.prepare(get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total_steps))
+
+    # ---- training: cross-entropy on the requester's tokens
+    metrics_path = Path(args.output_dir) / "metrics.jsonl"
+    if accelerator.is_main_process:
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics_path.unlink(missing_ok=True)
+        accelerator.init_trackers(Path(args.output_dir).name)
+    progress = Progress(TextColumn("[bold]SFT"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[live]}"),
+                        console=console, disable=not accelerator.is_main_process)
+    step, losses = 0, []
+    with progress:
+        task = progress.add_task("steps", total=total_steps, live="")
+        for epoch in range(args.num_train_epochs):
+            model.train()
+            for batch in loader:
+                with accelerator.accumulate(model):
+                    logprobs, _ = policy_logprobs(model, batch, temperature=1.0)
+                    loss = -(logprobs * batch.mask).sum() / batch.mask.sum().clamp(min=1)
+                    accelerator.backward(loss)
+                    losses.append(float(loss.detach()))
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                if accelerator.sync_gradients:
+                    step += 1
+                    row = {"step": step, "epoch": epoch + 1, "loss": sum(losses) / len(losses), "learning_rate": scheduler.get_last_lr()[0]}
+                    losses = []
+                    if accelerator.is_main_process:
+                        with metrics_path.open("a") as sink:
+                            sink.write(json.dumps(row) + "\n")
+                    if step % args.logging_steps == 0:
+                        accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
+                    progress.update(task, completed=step, live=f"loss {row['loss']:.3f}  epoch {epoch + 1}")
+                    if step % args.save_steps == 0 and step < total_steps:
+                        save_checkpoint(accelerator, Path(args.output_dir), step, model, policy.tokenizer,
+                                        policy.checkpoint_info({"few_shot": agent.requester.few_shot}), {"step": step}, optimizer, scheduler, args.save_total_limit)
+    save_checkpoint(accelerator, Path(args.output_dir), step, model, policy.tokenizer,
+                    policy.checkpoint_info({"few_shot": agent.requester.few_shot}), {"step": step}, optimizer, scheduler, args.save_total_limit)
+    accelerator.end_training()
+    return Path(args.output_dir) / "checkpoint-latest"
+
+
+def collect_traces(config: SFTRunConfig, policy: Policy, rows: list[dict]) -> list[dict]:
+    """Rejection sampling through the graph: k runs per question at each temperature; keep the right ones (that
+    asked, if required), without duplicates, at most max_per_question per question."""
+    settings = config.traces
+
+    async def sample() -> list[dict]:
+        own = None if settings.teacher else policy_backend(policy, config)
+        team = Team(settings.teacher or policy.spec, config.model.coder, config.agent, requester_backend=own)
+        sampled = []
+        try:
+            for temperature in settings.temperatures:
+                requester = Requester(team.requester.backend, team.requester.settings.model_copy(update={"temperature": temperature}))
+                graph = build_graph(requester, team.coder, team.sandbox, team.config)
+                runs = [row for row in rows for _ in range(settings.samples_per_question)]
+                seeds = [derive_seed(config.sft.seed, temperature, row["id"], k) for row in rows for k in range(settings.samples_per_question)]
+                states = await run_batch(graph, [row["question"] for row in runs], team.config, seeds=seeds)
+                verdicts = await asyncio.gather(*(acheck_answer(row, state.answer) for row, state in zip(runs, states)))
+                sampled += zip(runs, states, verdicts)
+        finally:
+            await team.aclose()
+            if own is not None:
+                await own.aclose()
+        return keep_traces(sampled, settings)
+
+    return asyncio.run(sample())
+
+
+def keep_traces(sampled: list[tuple[dict, AgentState, Verdict]], settings: TraceSettings) -> list[dict]:
+    """The rejection rule: a run is kept when its answer is right and (with require_request) it asked at least
+    once; identical runs once; at most max_per_question per question, in the order sampled."""
+    kept: dict[str, list[dict]] = {}
+    for row, state, verdict in sampled:
+        if verdict.correct and (state.calls or not settings.require_request):
+            trace = as_trace(row, state)
+            same = kept.setdefault(row["id"], [])
+            if len(same) < settings.max_per_question and trace["segments"] not in [t["segments"] for t in same]:
+                same.append(trace)
+    return [trace for traces in kept.values() for trace in traces]
+
+
+def policy_backend(policy: Policy, config: SFTRunConfig):
+    from agents.backends.transformers_local import TransformersBackend
+
+    return TransformersBackend(policy.model, policy.tokenizer, name=policy.spec, max_batch_size=config.agent.backends.max_batch_size, seed=config.sft.seed)
+
+
+def as_trace(row: dict, state: AgentState) -> dict:
+    segments = [{"source": s.source, "text": s.text, "token_ids": s.token_ids} for s in state.trajectory.segments if s.source != "prompt"]
+    return {"id": row["id"], "question": row["question"], "answer": row["answer"], "segments": segments}
+
+
+def read_traces(path: Path) -> list[dict]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise DuetError(f"cannot read traces {path}: {error.strerror}; give a JSONL file") from error
+    traces = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            trace = json.loads(line)
+        except ValueError as error:
+            raise DuetError(f"{path} line {number} is not JSON; each line is one trace") from error
+        if not isinstance(trace, dict) or "question" not in trace or not ("segments" in trace or "response" in trace):
+            raise DuetError(f"{path} line {number}: a trace needs a question and segments (or a response)")
+        traces.append(trace)
+    return traces
+
+
+def to_trajectory(trace: dict, prompter: Requester, tokenizer) -> Trajectory:
+    """The prompt for the settings being trained, then the trace's segments: their own ids when it has them, else
+    its text tokenized once, piece by piece, ending with the end-of-turn token a live run would have written."""
+    prompt, _ = prompter.prompt_ids(trace["question"])
+    segments = [Segment(source="prompt", token_ids=prompt, text=tokenizer.decode(prompt))]
+    pieces = trace.get("segments") or split_response(trace["response"])
+    for index, piece in enumerate(pieces):
+        ids = piece.get("token_ids")
+        if ids is None:
+            ids = tokenizer.encode(piece["text"], add_special_tokens=False)
+            if index == len(pieces) - 1 and piece["source"] == "requester":
+                ids = [*ids, tokenizer.eos_token_id]
+        segments.append(Segment(source=piece["source"], token_ids=ids, text=tokenizer.decode(ids)))
+    return Trajectory(segments=segments)
+
+
+def split_response(response: str) -> list[dict]:
+    """Text outside <result> blocks is the requester's; the blocks, with their surrounding newlines, are inserted."""
+    pieces, cursor = [], 0
+    for block in RESULT_BLOCK.finditer(response):
+        if block.start() > cursor:
+            pieces.append({"source": "requester", "text": response[cursor : block.start()]})
+        pieces.append({"source": "inserted", "text": block.group(0)})
+        cursor = block.end()
+    if cursor < len(response):
+        pieces.append({"source": "requester", "text": response[cursor:]})
+    return pieces
