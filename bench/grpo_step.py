@@ -7,7 +7,10 @@ max_calls 0). Each engine runs in its own process, one after the other, for --st
 loading, warm-up) is left out of the figures.
 
     python bench/grpo_step.py                     # 4 questions x G=4, 96 new tokens
-    python bench/grpo_step.py --model PATH --device cuda --questions 8 --group 8 --tokens 256
+    python bench/grpo_step.py --model PATH --device cuda --dtype bfloat16 --questions 8 --group 8 --tokens 256
+
+On a GPU, PATH can be a randomly initialised model of a real shape (bench/random_model.py): it never stops early,
+so every rollout runs to the token budget, and the peak GPU memory of each engine is printed too.
 """
 
 from __future__ import annotations
@@ -41,18 +44,18 @@ def run_duet(args, data: Path, out: Path) -> dict:
     from training.trainer import train
 
     config = load_config(GRPORunConfig, None, {
-        "model": {"requester": args.model, "coder": args.model},
+        "model": {"requester": args.model, "coder": args.model, "dtype": args.dtype},
         "data": {"train": [str(data)], "order": "file"},
         "rewards": {"weights": {"answer": 0.0, "format": 0.0, "digits": 1.0}, "functions": {"digits": "grpo_step:digit_share"}},
         "grpo": {"output_dir": str(out), "max_steps": args.steps, "num_generations": args.group,
                  "per_device_train_batch_size": args.questions * args.group, "learning_rate": 1e-6, "temperature": 1.0,
                  "save_steps": 10_000, "report_to": ["none"], "loss_type": "dapo", "beta": 0.0},
         "agent": {"requester": {"max_segment_tokens": args.tokens}, "limits": {"max_calls": 0, "max_total_tokens": args.tokens},
-                  "backends": {"device": args.device, "max_batch_size": args.questions * args.group}},
+                  "backends": {"device": args.device, "dtype": args.dtype, "max_batch_size": args.questions * args.group}},
     })
     train(config)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
-    return {
+    return peak_memory() | {
         "step_s": statistics.fmean(r["time/step"] for r in rows),
         "generation_s": statistics.fmean(r["time/rollout"] for r in rows),
         "update_s": statistics.fmean(r["time/update"] + r["time/reference"] for r in rows),
@@ -83,7 +86,7 @@ def run_trl(args, data: Path, out: Path) -> dict:
         output_dir=str(out), use_cpu=args.device == "cpu", bf16=False, report_to="none", max_steps=args.steps, logging_steps=1,
         save_strategy="no", num_generations=args.group, per_device_train_batch_size=args.questions * args.group,
         max_completion_length=args.tokens, gradient_checkpointing=False, learning_rate=1e-6, temperature=1.0,
-        loss_type="dapo", beta=0.0, seed=42, shuffle_dataset=False,
+        loss_type="dapo", beta=0.0, seed=42, shuffle_dataset=False, model_init_kwargs={"dtype": args.dtype},
     )
     trainer = GRPOTrainer(model=weights, reward_funcs=lambda completions, **_: [digit_share_of(c[0]["content"]) for c in completions],
                           args=config, train_dataset=Dataset.from_dict({"prompt": prompts}), callbacks=[StepClock()])
@@ -99,8 +102,14 @@ def run_trl(args, data: Path, out: Path) -> dict:
     trainer._generate = timed_generate
     trainer.train()
     steps, generation, tokens = timings["step"][1:], timings["generation"][1:], timings["tokens"][1:]
-    return {"step_s": statistics.fmean(steps), "generation_s": statistics.fmean(generation),
+    return peak_memory() | {"step_s": statistics.fmean(steps), "generation_s": statistics.fmean(generation),
             "update_s": statistics.fmean(s - g for s, g in zip(steps, generation)), "tokens": statistics.fmean(tokens)}
+
+
+def peak_memory() -> dict:
+    import torch
+
+    return {"peak_gib": torch.cuda.max_memory_allocated() / 2**30} if torch.cuda.is_available() else {}
 
 
 def main() -> None:
@@ -108,6 +117,7 @@ def main() -> None:
     parser.add_argument("--engine", choices=["duet", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--model", default="default")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=96)
@@ -135,10 +145,11 @@ def main() -> None:
                 sys.exit(f"{engine} failed:\n{done.stderr[-3000:]}")
             results[engine] = json.loads(line[len("RESULT "):])
     print(f"GRPO step, {args.questions} questions x G={args.group}, up to {args.tokens} new tokens, {args.model} on {args.device}, "
-          f"mean of steps 2-{args.steps}")
-    print(f"{'engine':8} {'step s':>8} {'generate s':>11} {'update s':>9} {'tokens':>7} {'tokens/s':>9}")
+          f"{args.dtype}, mean of steps 2-{args.steps}")
+    print(f"{'engine':8} {'step s':>8} {'generate s':>11} {'update s':>9} {'tokens':>7} {'tokens/s':>9} {'peak GiB':>9}")
     for engine, r in results.items():
-        print(f"{engine:8} {r['step_s']:8.1f} {r['generation_s']:11.1f} {r['update_s']:9.1f} {r['tokens']:7.0f} {r['tokens'] / r['generation_s']:9.1f}")
+        peak = f"{r['peak_gib']:9.1f}" if "peak_gib" in r else f"{'-':>9}"
+        print(f"{engine:8} {r['step_s']:8.1f} {r['generation_s']:11.1f} {r['update_s']:9.1f} {r['tokens']:7.0f} {r['tokens'] / r['generation_s']:9.1f} {peak}")
     print(f"duet / TRL step time: {results['duet']['step_s'] / results['trl']['step_s']:.2f}x")
 
 

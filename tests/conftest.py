@@ -10,6 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DUET_CACHE_DIR", str(REPO / ".duet-cache"))
+# The backend tests also run on a GPU machine: DUET_TEST_DEVICE=cuda pytest tests/test_transformers_backend.py
+TEST_DEVICE = os.environ.get("DUET_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session")
@@ -66,4 +68,4 @@ def tokenizer(embedded_dir):
 def tiny_backend(tiny_dir):
     from agents.backends.transformers_local import TransformersBackend
 
-    return TransformersBackend.load(str(tiny_dir))
+    return TransformersBackend.load(str(tiny_dir), device=TEST_DEVICE)

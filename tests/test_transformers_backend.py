@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from agents.backends.base import GenerationRequest, SamplingParams
+from tests.conftest import TEST_DEVICE
 
 
 def prompt(backend, text):
@@ -15,7 +16,7 @@ def prompt(backend, text):
 async def test_greedy_matches_transformers_generate(tiny_backend):
     ids = prompt(tiny_backend, "hello there")
     [generation] = await tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=12))])
-    inputs = torch.tensor([ids])
+    inputs = torch.tensor([ids], device=tiny_backend.model.device)
     reference = tiny_backend.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=12, do_sample=False)
     expected = reference[0, len(ids) :].tolist()
     assert len(expected) == 12 and generation.token_ids == expected
@@ -34,10 +35,10 @@ async def test_logprobs_match_a_full_forward_pass(tiny_backend):
     """Recorded log-probabilities are log_softmax(logits / temperature), before top-p filtering."""
     ids = prompt(tiny_backend, "score me")
     [generation] = await tiny_backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=6, temperature=0.7, top_p=0.9, seed=1))])
-    full = torch.tensor([ids + generation.token_ids])
+    full = torch.tensor([ids + generation.token_ids], device=tiny_backend.model.device)
     with torch.no_grad():
         logits = tiny_backend.model(full).logits[0, len(ids) - 1 : -1] / 0.7
-    expected = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(generation.token_ids)[:, None]).squeeze(-1)
+    expected = torch.log_softmax(logits.float().cpu(), -1).gather(-1, torch.tensor(generation.token_ids)[:, None]).squeeze(-1)
     assert torch.allclose(torch.tensor(generation.logprobs), expected, atol=1e-4)
 
 
@@ -108,7 +109,7 @@ async def test_streamed_text_adds_up_to_the_generation(tiny_backend):
 async def test_sampling_is_seeded_and_varies(tiny_dir):
     from agents.backends.transformers_local import TransformersBackend
 
-    first, second = TransformersBackend.load(str(tiny_dir), seed=3), TransformersBackend.load(str(tiny_dir), seed=3)
+    first, second = TransformersBackend.load(str(tiny_dir), seed=3, device=TEST_DEVICE), TransformersBackend.load(str(tiny_dir), seed=3, device=TEST_DEVICE)
     ids = prompt(first, "sample")
     params = SamplingParams(max_new_tokens=8, temperature=1.0)
     a = await first.generate([GenerationRequest(ids, params) for _ in range(4)])
@@ -120,7 +121,7 @@ async def test_sampling_is_seeded_and_varies(tiny_dir):
 async def test_closing_stops_the_engine_and_fails_waiting_callers(tiny_dir):
     from agents.backends.transformers_local import TransformersBackend
 
-    backend = TransformersBackend.load(str(tiny_dir))
+    backend = TransformersBackend.load(str(tiny_dir), device=TEST_DEVICE)
     ids = prompt(backend, "long")
     running = asyncio.ensure_future(backend.generate([GenerationRequest(ids, SamplingParams(max_new_tokens=2000))]))
     await asyncio.sleep(0.2)
