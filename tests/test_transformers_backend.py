@@ -146,3 +146,27 @@ async def test_a_seeded_row_samples_the_same_tokens_whatever_shares_its_batch(ti
     assert alone.token_ids == crowded[1].token_ids == joined.token_ids
     [reseeded] = await tiny_backend.generate([GenerationRequest(ids, seeded.params.model_copy(update={"seed": 6}))])
     assert reseeded.token_ids != alone.token_ids
+
+
+async def test_a_shared_prompt_prefix_is_run_once_and_changes_nothing(tiny_dir):
+    """The second prompt shares its first 40 tokens with the first: only its remaining tokens go through the model,
+    and its greedy tokens and log-probabilities are those of a full forward pass over the whole prompt."""
+    from agents.backends.transformers_local import TransformersBackend
+
+    backend = TransformersBackend.load(str(tiny_dir), device=TEST_DEVICE)
+    shared = prompt(backend, "a long shared system prompt with worked examples " * 4)[:40]
+    first, second = shared + [100, 101, 102], shared + [200, 201]
+    params = SamplingParams(max_new_tokens=6, temperature=0.7, seed=3)
+    await backend.generate([GenerationRequest(first, params)])
+    widths = []
+    forward = backend.model.forward
+    backend.model.forward = lambda *a, **k: widths.append(k["input_ids"].shape[1]) or forward(*a, **k)
+    [generation] = await backend.generate([GenerationRequest(second, params)])
+    backend.model.forward = forward
+    assert widths[0] == 2  # the prefill ran only what the prompt does not share
+    full = torch.tensor([second + generation.token_ids], device=backend.model.device)
+    with torch.no_grad():
+        logits = backend.model(full).logits[0, len(second) - 1 : -1].float().cpu() / 0.7
+    expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(generation.token_ids)[:, None]).squeeze(-1)
+    assert torch.allclose(torch.tensor(generation.logprobs), expected, atol=1e-4)
+    await backend.aclose()

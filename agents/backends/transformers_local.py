@@ -6,6 +6,10 @@ closes a request early must not wait for the longest row of its batch before its
 run. Between two decoding steps, finished rows leave the batch (their KV cache is dropped) and new requests join it
 (prefilled, then merged into the cache with left padding), so the requester and coder calls of many questions keep
 one batch busy.
+
+Why a prefix cache: every requester prompt starts with the same system prompt and worked examples, and the G samples
+of a training question share their whole prompt. The keys and values of the longest prompt prefilled last are kept,
+and a joining row that begins with some of the same tokens starts from them: only the rest of its prompt is run.
 """
 
 from __future__ import annotations
@@ -31,6 +35,17 @@ class _Row:
     text: IncrementalText
     generator: torch.Generator | None = None
     logprobs: list[float] = field(default_factory=list)
+
+
+MIN_SHARED_PREFIX = 16  # tokens; below this, reusing keys and values saves less than it costs
+
+
+@dataclass
+class _Prefix:
+    """Keys and values of one prompt, per layer, each of shape (1, heads, tokens, dim)."""
+
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -59,6 +74,7 @@ class TransformersBackend(Backend):
         self._engine: threading.Thread | None = None
         self._engine_lock = threading.Lock()
         self._closing = threading.Event()
+        self._prefix: _Prefix | None = None
 
     @classmethod
     def load(cls, source: str, dtype: str = "float32", device: str = "cpu", **options) -> TransformersBackend:
@@ -127,30 +143,59 @@ class TransformersBackend(Backend):
             await asyncio.to_thread(engine.join)
 
     def _prefill(self, rows: list[_Row]) -> _Batch:
+        """Run the joining rows' prompts. Columns: the reused prefix (shared by every row), then each row's remaining
+        prompt tokens, left-padded; positions count only real columns, so padding in the middle changes nothing."""
         from transformers import DynamicCache
 
         device = self.model.device
-        width = max(len(row.request.prompt_ids) for row in rows)
+        prompts = [row.request.prompt_ids for row in rows]
+        prefix = self._reusable_prefix(prompts)
+        shared = len(prefix.ids) if prefix else 0
+        rests = [ids[shared:] for ids in prompts]
+        width = max(len(rest) for rest in rests)
         input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for index, row in enumerate(rows):
-            ids = row.request.prompt_ids
-            input_ids[index, width - len(ids) :] = torch.tensor(ids)
-            attention[index, width - len(ids) :] = 1
+        attention = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        attention[:, :shared] = 1
+        for index, rest in enumerate(rests):
+            input_ids[index, width - len(rest) :] = torch.tensor(rest)
+            attention[index, shared + width - len(rest) :] = 1
         input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        if prefix is None:
+            cache = DynamicCache()
+        else:
+            cache = DynamicCache(ddp_cache_data=[(k.expand(len(rows), -1, -1, -1).contiguous(), v.expand(len(rows), -1, -1, -1).contiguous()) for k, v in prefix.layers])
         logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True).logits
+        self._remember_prefix(prompts, cache, attention)
         return _Batch(rows, cache, attention, attention.sum(-1), logits[:, -1, :].float())
+
+    def _reusable_prefix(self, prompts: list[list[int]]) -> _Prefix | None:
+        """The remembered prefix, cut to what every joining prompt shares with it (always leaving each prompt at
+        least one token to run, whose logits start its generation)."""
+        if self._prefix is None:
+            return None
+        shared = min(min(_common_length(self._prefix.ids, ids), len(ids) - 1) for ids in prompts)
+        if shared < MIN_SHARED_PREFIX:
+            return None
+        return _Prefix(self._prefix.ids[:shared], [(k[:, :, :shared], v[:, :, :shared]) for k, v in self._prefix.layers])
+
+    def _remember_prefix(self, prompts: list[list[int]], cache, attention: torch.Tensor) -> None:
+        """Keep the longest joining prompt's keys and values (its real columns) for the rows that come next."""
+        longest = max(range(len(prompts)), key=lambda index: len(prompts[index]))
+        if len(prompts[longest]) < MIN_SHARED_PREFIX:
+            return
+        columns = attention[longest].nonzero().squeeze(-1)
+        layers = [(layer.keys[longest : longest + 1, :, columns], layer.values[longest : longest + 1, :, columns]) for layer in cache.layers]
+        self._prefix = _Prefix(list(prompts[longest]), layers)
 
     def _step(self, batch: _Batch) -> _Batch | None:
         """Sample one token per row, retire finished rows, and run the model once for the rest."""
         tokens, token_logprobs = _sample(batch.logits, batch.rows)
         keep = []
-        for index, row in enumerate(batch.rows):
-            token, params = int(tokens[index]), row.request.params
+        for index, (token, logprob) in enumerate(zip(tokens.tolist(), token_logprobs.tolist(), strict=True)):
+            row, params = batch.rows[index], batch.rows[index].request.params
             delta = row.text.push(token)
-            row.logprobs.append(float(token_logprobs[index]))
+            row.logprobs.append(logprob)
             if delta and row.request.on_text is not None:
                 row.request.on_text(delta)
             stop = first_stop(row.text.text, delta, params.stop) if delta else None
@@ -196,6 +241,15 @@ def _sample(logits: torch.Tensor, rows: list[_Row]) -> tuple[torch.Tensor, torch
             choice = torch.multinomial(nucleus[k], 1, generator=rows[index].generator)
             tokens[index] = order[k, choice[0]]
     return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    length = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        length += 1
+    return length
 
 
 def _drain(inbox: queue.Queue, room: int) -> list[_Row]:

