@@ -10,7 +10,7 @@
 
 Distribution, mixed precision and gradient accumulation come from accelerate: under `accelerate launch` every
 process rolls out its own questions with its own copy of the policy, and DDP keeps the copies identical.
-The math lives in grpo.py, tensors in batch.py, checkpoints in checkpoint.py, logging in run_log.py.
+Rollouts live in rollout.py, the math in grpo.py, tensors in batch.py, checkpoints in checkpoint.py, logging in run_log.py.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import torch
 from agents.backends.transformers_local import TransformersBackend
 from agents.errors import DuetError
 from graph.build import Team
-from graph.run import run_batch
-from graph.seeds import derive_seed
 from graph.state import AgentState
 from training.accelerate_setup import make_accelerator
 from training.batch import TrajectoryBatch, policy_logprobs
@@ -37,6 +35,7 @@ from training.evaluate import record_of, summarize
 from training.grpo import equal_reward_groups, group_advantages, grpo_loss
 from training.policy import Policy, weights_checksum
 from training.rewards import RewardScorer
+from training.rollout import rollout_groups
 from training.run_log import RunLog
 
 ERROR_SHARE_TO_STOP = 0.5
@@ -101,9 +100,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             step_rows = stream.take(first, questions_per_step)
             began = time.perf_counter()
             model.eval()
-            group = [row for row in step_rows for _ in range(args.num_generations)]
-            seeds = [derive_seed(args.seed, step, row["id"], k) for row in step_rows for k in range(args.num_generations)]
-            states = loop.run_until_complete(run_batch(graph, [row["question"] for row in group], agent, seeds=seeds))
+            group, states = loop.run_until_complete(rollout_groups(graph, agent, step_rows, args.num_generations, args.seed, step))
             timings["rollout"] = time.perf_counter() - began
 
             # ---- rewards and advantages
