@@ -170,3 +170,29 @@ async def test_a_shared_prompt_prefix_is_run_once_and_changes_nothing(tiny_dir):
     expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(generation.token_ids)[:, None]).squeeze(-1)
     assert torch.allclose(torch.tensor(generation.logprobs), expected, atol=1e-4)
     await backend.aclose()
+
+
+def test_grouped_attention_without_copies_gives_sdpas_numbers_and_gradients(tiny_dir):
+    """On a left-padded batch (the case that made SDPA copy the cache), logits and gradients equal plain SDPA's."""
+    from agents.backends.attention import NAME, use_grouped_sdpa
+    from agents.models import load_causal_lm
+
+    model, _ = load_causal_lm(str(tiny_dir), "float32", "cpu")
+    ids = torch.randint(5, 1000, (3, 12), generator=torch.Generator().manual_seed(0))
+    attention = torch.ones_like(ids)
+    attention[0, :5] = 0
+    attention[2, :2] = 0
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    results = {}
+    for implementation in ("sdpa", NAME):
+        if implementation == "sdpa":
+            model.set_attn_implementation("sdpa")
+        else:
+            use_grouped_sdpa(model)
+        assert model.config._attn_implementation == implementation
+        model.zero_grad()
+        logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits
+        (logits[attention.bool()].logsumexp(-1).sum()).backward()
+        results[implementation] = (logits[attention.bool()].detach(), model.model.layers[0].self_attn.k_proj.weight.grad.clone())
+    assert torch.allclose(results["sdpa"][0], results[NAME][0], atol=1e-5)
+    assert torch.allclose(results["sdpa"][1], results[NAME][1], atol=1e-5)

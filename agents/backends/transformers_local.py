@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from agents.backends.attention import use_grouped_sdpa
 from agents.backends.base import Backend, Generation, GenerationRequest, SamplingParams
 from agents.backends.batching import on_caller_loop
 from agents.backends.detokenize import IncrementalText, first_stop
@@ -62,6 +63,7 @@ class _Batch:
 
 class TransformersBackend(Backend):
     def __init__(self, model, tokenizer, name: str, max_batch_size: int = 32, seed: int = 0):
+        use_grouped_sdpa(model)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -232,14 +234,17 @@ def _sample(logits: torch.Tensor, rows: list[_Row]) -> tuple[torch.Tensor, torch
     log_probs = torch.log_softmax(scaled, dim=-1)
     tokens = log_probs.argmax(dim=-1)
     sampled = [index for index, row in enumerate(rows) if row.generator is not None]
-    if sampled:
-        top_ps = torch.tensor([rows[index].request.params.top_p for index in sampled], device=logits.device)
-        sorted_lp, order = log_probs[sampled].sort(dim=-1, descending=True)
+    nucleus = [index for index in sampled if rows[index].request.params.top_p < 1.0]
+    if nucleus:  # only rows with top_p < 1 need the vocabulary sorted
+        top_ps = torch.tensor([rows[index].request.params.top_p for index in nucleus], device=logits.device)
+        sorted_lp, order = log_probs[nucleus].sort(dim=-1, descending=True)
         probs = sorted_lp.exp()
-        nucleus = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_ps.unsqueeze(-1), 0.0)
-        for k, index in enumerate(sampled):
-            choice = torch.multinomial(nucleus[k], 1, generator=rows[index].generator)
-            tokens[index] = order[k, choice[0]]
+        kept = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_ps.unsqueeze(-1), 0.0)
+        for k, index in enumerate(nucleus):
+            tokens[index] = order[k, torch.multinomial(kept[k], 1, generator=rows[index].generator)[0]]
+    for index in sampled:
+        if rows[index].request.params.top_p >= 1.0:
+            tokens[index] = torch.multinomial(log_probs[index].exp(), 1, generator=rows[index].generator)[0]
     return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
