@@ -196,3 +196,23 @@ def test_grouped_attention_without_copies_gives_sdpas_numbers_and_gradients(tiny
         results[implementation] = (logits[attention.bool()].detach(), model.model.layers[0].self_attn.k_proj.weight.grad.clone())
     assert torch.allclose(results["sdpa"][0], results[NAME][0], atol=1e-5)
     assert torch.allclose(results["sdpa"][1], results[NAME][1], atol=1e-5)
+
+
+async def test_a_weight_update_invalidates_the_shared_prefix(tiny_dir):
+    """Training changes the backend's weights in place between rollouts: keys and values computed before must not
+    be reused, or the next rollout samples from a mix of old and new weights."""
+    from agents.backends.transformers_local import TransformersBackend
+
+    backend = TransformersBackend.load(str(tiny_dir), device=TEST_DEVICE)
+    shared = prompt(backend, "a long shared system prompt with worked examples " * 4)[:40]
+    params = SamplingParams(max_new_tokens=6)
+    await backend.generate([GenerationRequest(shared + [100, 101], params)])
+    with torch.no_grad():
+        for parameter in backend.model.parameters():
+            parameter.mul_(1.5)
+    [after_update] = await backend.generate([GenerationRequest(shared + [200, 201], params)])
+    fresh = TransformersBackend(backend.model, backend.tokenizer, name="fresh")
+    [from_scratch] = await fresh.generate([GenerationRequest(shared + [200, 201], params)])
+    assert after_update.token_ids == from_scratch.token_ids and after_update.logprobs == pytest.approx(from_scratch.logprobs, abs=1e-5)
+    await backend.aclose()
+    await fresh.aclose()

@@ -43,10 +43,12 @@ MIN_SHARED_PREFIX = 16  # tokens; below this, reusing keys and values saves less
 
 @dataclass
 class _Prefix:
-    """Keys and values of one prompt, per layer, each of shape (1, heads, tokens, dim)."""
+    """Keys and values of one prompt, per layer, each of shape (1, heads, tokens, dim), and the version of the
+    weights that computed them: after an optimizer step (training shares these weights) they are stale."""
 
     ids: list[int]
     layers: list[tuple[torch.Tensor, torch.Tensor]]
+    weights: int
 
 
 @dataclass
@@ -174,12 +176,12 @@ class TransformersBackend(Backend):
     def _reusable_prefix(self, prompts: list[list[int]]) -> _Prefix | None:
         """The remembered prefix, cut to what every joining prompt shares with it (always leaving each prompt at
         least one token to run, whose logits start its generation)."""
-        if self._prefix is None:
+        if self._prefix is None or self._prefix.weights != self._weights_version():
             return None
         shared = min(min(_common_length(self._prefix.ids, ids), len(ids) - 1) for ids in prompts)
         if shared < MIN_SHARED_PREFIX:
             return None
-        return _Prefix(self._prefix.ids[:shared], [(k[:, :, :shared], v[:, :, :shared]) for k, v in self._prefix.layers])
+        return _Prefix(self._prefix.ids[:shared], [(k[:, :, :shared], v[:, :, :shared]) for k, v in self._prefix.layers], self._prefix.weights)
 
     def _remember_prefix(self, prompts: list[list[int]], cache, attention: torch.Tensor) -> None:
         """Keep the longest joining prompt's keys and values (its real columns) for the rows that come next."""
@@ -188,7 +190,11 @@ class TransformersBackend(Backend):
             return
         columns = attention[longest].nonzero().squeeze(-1)
         layers = [(layer.keys[longest : longest + 1, :, columns], layer.values[longest : longest + 1, :, columns]) for layer in cache.layers]
-        self._prefix = _Prefix(list(prompts[longest]), layers)
+        self._prefix = _Prefix(list(prompts[longest]), layers, self._weights_version())
+
+    def _weights_version(self) -> int:
+        """Changes whenever any parameter is changed in place (an optimizer step, loading a checkpoint)."""
+        return sum(parameter._version for parameter in self.model.parameters())
 
     def _step(self, batch: _Batch) -> _Batch | None:
         """Sample one token per row, retire finished rows, and run the model once for the rest."""
