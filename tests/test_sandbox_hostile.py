@@ -221,13 +221,24 @@ async def test_environment_is_scrubbed(sandbox, outside, monkeypatch):
     assert SECRET not in result.stdout and "DUET_TEST_SECRET" not in result.stdout
 
 
+async def environment_once_exec_finished(pid: int) -> str:
+    """Popen returns when exec has released the parent, which is before the kernel fills in the new program's
+    environment, so /proc/PID/environ can read empty for a moment."""
+    for _ in range(200):
+        environ = Path(f"/proc/{pid}/environ").read_text(errors="replace")
+        if environ:
+            return environ
+        await asyncio.sleep(0.01)
+    return ""
+
+
 @needs_isolation
 async def test_parent_environment_through_proc(sandbox, outside):
     """/proc shows a process's initial environment only, so the secret goes into a new process's: reading it must
     work from here (else this test could not fail) and not from the sandbox."""
     holder = subprocess.Popen(["sleep", "60"], env={**os.environ, "DUET_TEST_SECRET": SECRET})
     try:
-        assert SECRET in Path(f"/proc/{holder.pid}/environ").read_text(errors="replace")
+        assert SECRET in await environment_once_exec_finished(holder.pid)
         code = (
             "import os\nfound = []\nfor pid in filter(str.isdigit, os.listdir('/proc')):\n    try:\n"
             f"        found += [pid] if {SECRET!r}.encode() in open(f'/proc/{{pid}}/environ', 'rb').read() else []\n"
