@@ -1,8 +1,10 @@
 """The requester/coder protocol: the one place that knows its tags.
 
-The requester writes reasoning, asks with <request>...</request>, reads <result>...</result>, and answers with
-\\boxed{...}. The coder answers with one fenced Python block. Everything here reads model output, which is
-untrusted: the parsers return what they could find and a list of problems, and never raise.
+The requester writes reasoning and asks for computation in one of two modes: `request` (the default) writes a plain
+request between <request> tags for the coder to turn into a program; `inline` writes the program itself, a fenced
+Python block between <code> tags. Either way it reads the program's output in <result>...</result> and answers with
+\\boxed{...}. The coder answers with one fenced Python block. Everything here reads model output, which is untrusted:
+the parsers return what they could find and a list of problems, and never raise.
 """
 
 from __future__ import annotations
@@ -12,49 +14,71 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+Mode = Literal["request", "inline"]
+MODES: tuple[Mode, ...] = ("request", "inline")
 REQUEST_OPEN = "<request>"
 REQUEST_CLOSE = "</request>"
+CODE_OPEN = "<code>"
+CODE_CLOSE = "</code>"
+TAGS: dict[Mode, tuple[str, str]] = {"request": (REQUEST_OPEN, REQUEST_CLOSE), "inline": (CODE_OPEN, CODE_CLOSE)}
 RESULT_OPEN = "<result>"
 RESULT_CLOSE = "</result>"
 BOXED = "\\boxed{"
-REQUESTER_STOPS = [REQUEST_CLOSE]
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 
+
+def requester_stops(mode: Mode) -> list[str]:
+    """Generation stops when the tool call closes, so the program runs before the requester goes on."""
+    return [TAGS[mode][1]]
+
+
+def tag_problems(mode: Mode) -> dict[str, str]:
+    """What the parsers report about a tool call in this mode, by name."""
+    opening, close = TAGS[mode]
+    what = "request" if mode == "request" else "code block"
+    return {
+        "unclosed": f"{opening} was never closed",
+        "stray": f"{close} without {opening}",
+        "nested": f"nested or repeated {opening} tags; the innermost {what} was used",
+        "second": f"a second {what} in the same segment was ignored",
+        "empty": f"the {what} is empty",
+    }
+
+
 # What the parsers report about a segment. The first group breaks the protocol (the format reward's concern).
-UNCLOSED_REQUEST = f"{REQUEST_OPEN} was never closed"
-STRAY_CLOSE = f"{REQUEST_CLOSE} without {REQUEST_OPEN}"
-NESTED_REQUESTS = "nested or repeated request tags; the innermost request was used"
-SECOND_REQUEST = "a second request in the same segment was ignored"
-EMPTY_REQUEST = "the request is empty"
+UNCLOSED_REQUEST, STRAY_CLOSE, NESTED_REQUESTS, SECOND_REQUEST, EMPTY_REQUEST = tag_problems("request").values()
 UNCLOSED_BOX = "\\boxed{ was never closed"
 EMPTY_ANSWER = "the boxed answer is empty"
 TEXT_AFTER_ANSWER = "text after the answer was ignored"
-NOTHING = "no request and no \\boxed{} answer"
-FORMAT_VIOLATIONS = frozenset({UNCLOSED_REQUEST, STRAY_CLOSE, NESTED_REQUESTS, SECOND_REQUEST, EMPTY_REQUEST, UNCLOSED_BOX, EMPTY_ANSWER, TEXT_AFTER_ANSWER})
+NOTHING = "no tool call and no \\boxed{} answer"
+FORMAT_VIOLATIONS = frozenset({*(p for mode in MODES for p in tag_problems(mode).values()), UNCLOSED_BOX, EMPTY_ANSWER, TEXT_AFTER_ANSWER})
 
 
 class RequesterTurn(BaseModel):
-    """What one requester segment amounts to: a request to run, a final answer, or neither."""
+    """What one requester segment amounts to: a tool call to serve (a request for the coder, or in the inline mode
+    the requester's own program), a final answer, or neither."""
 
-    kind: Literal["request", "answer", "none"]
-    request: str | None = None
+    kind: Literal["request", "code", "answer", "none"]
+    request: str | None = Field(None, description="the tool call as written between its tags")
+    code: str | None = Field(None, description="inline mode: the program in the code block")
     answer: str | None = None
     problems: list[str] = Field(default_factory=list)
 
 
-def parse_requester_segment(text: str) -> RequesterTurn:
+def parse_requester_segment(text: str, mode: Mode = "request") -> RequesterTurn:
     """Read one segment the requester generated since the last inserted result (special tokens removed).
 
-    A closed request wins over a boxed answer in the same segment: a model that boxes a tentative answer and then
+    A closed tool call wins over a boxed answer in the same segment: a model that boxes a tentative answer and then
     asks to check it is verifying, which the published work saw models learn. Generation stops at the closing tag, so
     text after it is at most the rest of one token.
     """
-    close = text.find(REQUEST_CLOSE)
+    opening, close_tag = TAGS[mode]
+    close = text.find(close_tag)
     if close >= 0:
-        return _parse_request(text, close)
+        return _parse_call(text, close, mode)
     problems: list[str] = []
-    if REQUEST_OPEN in text:
-        problems.append(UNCLOSED_REQUEST)
+    if opening in text:
+        problems.append(tag_problems(mode)["unclosed"])
     span = _boxed_span(text)
     if span is None:
         problems.append(UNCLOSED_BOX if BOXED in text else NOTHING)
@@ -67,19 +91,29 @@ def parse_requester_segment(text: str) -> RequesterTurn:
     return RequesterTurn(kind="answer", answer=answer, problems=problems)
 
 
-def _parse_request(text: str, close: int) -> RequesterTurn:
+def _parse_call(text: str, close: int, mode: Mode) -> RequesterTurn:
+    opening_tag, close_tag = TAGS[mode]
+    named = tag_problems(mode)
     problems: list[str] = []
-    opening = text.rfind(REQUEST_OPEN, 0, close)
+    opening = text.rfind(opening_tag, 0, close)
     if opening < 0:
-        return RequesterTurn(kind="none", problems=[STRAY_CLOSE])
-    if text.count(REQUEST_OPEN, 0, close) > 1:
-        problems.append(NESTED_REQUESTS)
-    if text.find(REQUEST_OPEN, close) >= 0:
-        problems.append(SECOND_REQUEST)
-    request = text[opening + len(REQUEST_OPEN) : close].strip()
-    if not request:
-        problems.append(EMPTY_REQUEST)
-    return RequesterTurn(kind="request", request=request, problems=problems)
+        return RequesterTurn(kind="none", problems=[named["stray"]])
+    if text.count(opening_tag, 0, close) > 1:
+        problems.append(named["nested"])
+    if text.find(opening_tag, close) >= 0:
+        problems.append(named["second"])
+    body = text[opening + len(opening_tag) : close].strip()
+    if mode == "request":
+        return RequesterTurn(kind="request", request=body, problems=problems + ([] if body else [named["empty"]]))
+    code = inline_code(body)
+    return RequesterTurn(kind="code", request=body, code=code, problems=problems + ([] if code else [named["empty"]]))
+
+
+def inline_code(body: str) -> str | None:
+    """The program in an inline code block: its fenced block, or the bare text when the model wrote no fence."""
+    if "```" in body:
+        return extract_code(body)
+    return body.strip("\n") if body.strip() else None
 
 
 def extract_boxed(text: str) -> str | None:

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.backends.base import Backend, Generation, GenerationRequest, SamplingParams, TextCallback
 from agents.errors import DuetError
-from agents.protocol import REQUESTER_STOPS
+from agents.protocol import Mode, requester_stops
 from prompts import load_examples, load_text
 
 
@@ -17,6 +17,9 @@ class RequesterSettings(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_segment_tokens: int = Field(256, ge=1, description="tokens the requester may write between two results")
     few_shot: bool | None = Field(None, description="show the worked examples; unset: as the checkpoint was trained, else yes")
+    mode: Mode | None = Field(
+        None, description="request: ask the coder in plain language; inline: write the program itself. Unset: as the checkpoint was trained, else request"
+    )
 
 
 class Requester:
@@ -25,9 +28,14 @@ class Requester:
             raise DuetError(f"the requester needs token ids, and {backend.name} has no tokenizer; use a local model or a vLLM server whose model folder is local")
         self.backend = backend
         self.settings = settings or RequesterSettings()
+        self.mode: Mode = self.settings.mode or "request"
+
+    def in_mode(self, mode: Mode) -> Requester:
+        """The same model and settings writing in another mode (an evaluation comparing modes loads it once)."""
+        return self if mode == self.mode else Requester(self.backend, self.settings.model_copy(update={"mode": mode}))
 
     def messages(self, question: str, history: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
-        return requester_messages(question, history, few_shot=self.settings.few_shot is not False)
+        return requester_messages(question, history, few_shot=self.settings.few_shot is not False, mode=self.mode)
 
     def prompt_ids(self, question: str, history: list[tuple[str, str]] = (), reserve: int = 0) -> tuple[list[int], int]:
         """The prompt, and how many of the oldest exchanges were left out so that it plus `reserve` tokens of
@@ -57,7 +65,7 @@ class Requester:
             max_new_tokens=max(1, min(self.settings.max_segment_tokens, budget)),
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
-            stop=REQUESTER_STOPS,
+            stop=requester_stops(self.mode),
             seed=seed,
         )
         shown = None if on_text is None else lambda text: on_text(self._without_special_tokens(text))
@@ -70,10 +78,13 @@ class Requester:
         return text
 
 
-def requester_messages(question: str, history: list[tuple[str, str]] = (), few_shot: bool = True) -> list[dict[str, str]]:
+PROMPTS: dict[Mode, str] = {"request": "requester", "inline": "requester_inline"}
+
+
+def requester_messages(question: str, history: list[tuple[str, str]] = (), few_shot: bool = True, mode: Mode = "request") -> list[dict[str, str]]:
     """System prompt, few-shot exchanges, earlier exchanges of this chat, then the question."""
-    messages = [{"role": "system", "content": load_text("requester")}]
-    for example in load_examples("requester_examples") if few_shot else ():
+    messages = [{"role": "system", "content": load_text(PROMPTS[mode])}]
+    for example in load_examples(f"{PROMPTS[mode]}_examples") if few_shot else ():
         messages += [{"role": "user", "content": example["question"]}, {"role": "assistant", "content": example["answer"]}]
     for asked, response in history:
         messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": response}]

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.backends.base import GenerationRequest, SamplingParams
-from agents.protocol import REQUESTER_STOPS
+from agents.protocol import requester_stops
 from graph.build import Team
 from graph.run import run_batch
 
@@ -76,7 +76,7 @@ def replay_requests(state) -> list[GenerationRequest]:
     requests, context = [], []
     for segment in state.trajectory.segments:
         if segment.source == "requester":
-            requests.append(GenerationRequest(list(context), SamplingParams(max_new_tokens=len(segment.token_ids), stop=REQUESTER_STOPS)))
+            requests.append(GenerationRequest(list(context), SamplingParams(max_new_tokens=len(segment.token_ids), stop=requester_stops("request"))))
         context += segment.token_ids
     return requests
 

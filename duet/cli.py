@@ -7,7 +7,7 @@ import json
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -22,6 +22,11 @@ RequesterOpt = Annotated[str, typer.Option("--requester", "-r", help="Model spec
 CoderOpt = Annotated[str, typer.Option("--coder", "-c", help="Model spec of the coder: default, PATH, ORG/NAME, openai:URL#NAME, vllm:PATH.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of AgentConfig settings.")]
 MaxCallsOpt = Annotated[Optional[int], typer.Option("--max-calls", help="Requests allowed per question.")]
+ModeOpt = Annotated[
+    Optional[Literal["request", "inline"]],
+    typer.Option("--mode",
+                 help="request: ask the coder in plain language; inline: the requester writes the code itself (no coder). Default: as the checkpoint was trained, else request."),
+]
 
 
 def fail(message: str) -> None:
@@ -41,12 +46,13 @@ def warn_about_isolation() -> None:
         err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
 
 
-def agent_config(config: Path | None, max_calls: int | None):
+def agent_config(config: Path | None, max_calls: int | None, mode: str | None = None):
     """The agent settings of a command that runs the graph (so it also warns about a weak sandbox)."""
     from duet.configfile import load_config
     from graph.config import AgentConfig
 
-    settings = load_config(AgentConfig, config, {"limits.max_calls": max_calls} if max_calls is not None else {})
+    overrides = {key: value for key, value in {"limits.max_calls": max_calls, "requester.mode": mode}.items() if value is not None}
+    settings = load_config(AgentConfig, config, overrides)
     warn_about_isolation()
     return settings
 
@@ -57,12 +63,13 @@ def ask(
     requester: RequesterOpt = "default",
     coder: CoderOpt = "default",
     max_calls: MaxCallsOpt = None,
+    mode: ModeOpt = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the live view.")] = False,
 ) -> None:
     """Answer one question, showing reasoning, requests, code, output and the answer as they happen."""
     try:
-        settings = agent_config(config, max_calls)
+        settings = agent_config(config, max_calls, mode)
         with console.status("loading models", spinner="dots") if not as_json else nullcontext():
             from graph.build import Team
 
@@ -119,13 +126,14 @@ def chat(
     requester: RequesterOpt = "default",
     coder: CoderOpt = "default",
     max_calls: MaxCallsOpt = None,
+    mode: ModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Talk with the agent. Commands: /reset, /coder SPEC, /quit. Conversations are saved and resumable."""
     from duet.chat_session import run_chat
 
     try:
-        settings = agent_config(config, max_calls)
+        settings = agent_config(config, max_calls, mode)
         asyncio.run(run_chat(console, thread, requester, coder, settings))
     except DuetError as error:
         fail(str(error))
@@ -228,6 +236,7 @@ def data_filter(
     temperature: Annotated[float, typer.Option("--temperature", min=0.01, help="Requester sampling temperature.")] = 1.0,
     requester: RequesterOpt = "default",
     coder: CoderOpt = "default",
+    mode: ModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Sample the requester k times per question; drop what it always solves; order the rest easy to hard."""
@@ -238,7 +247,7 @@ def data_filter(
     from training.rewards import acheck_answer
 
     try:
-        settings = agent_config(config, None)
+        settings = agent_config(config, None, mode)
         settings.requester.temperature = temperature
         rows = load_rows(str(data)).rows
         team = Team(requester, coder, settings)
@@ -266,13 +275,13 @@ def data_filter(
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set grpo.beta=0.01 (repeatable).")]
 
 
-def run_recipe(config_cls, config: Path, overrides: list[str] | None, run, made: str) -> None:
-    """Shared by train and sft: load the YAML recipe with its --set overrides, warn about a weak sandbox, run, and
-    turn every user-facing failure into one line."""
+def run_recipe(config_cls, config: Path, overrides: list[str] | None, mode: str | None, run, made: str) -> None:
+    """Shared by train and sft: load the YAML recipe with its --set overrides (--mode is agent.requester.mode), warn
+    about a weak sandbox, run, and turn every user-facing failure into one line."""
     from duet.configfile import load_config, parse_overrides
 
     try:
-        settings = load_config(config_cls, config, parse_overrides(overrides or []))
+        settings = load_config(config_cls, config, parse_overrides(overrides or []) | ({"agent.requester.mode": mode} if mode else {}))
         warn_about_isolation()
         final = run(settings)
     except DuetError as error:
@@ -287,6 +296,7 @@ def run_recipe(config_cls, config: Path, overrides: list[str] | None, run, made:
 def train(
     config: Annotated[Path, typer.Argument(help="YAML recipe of a GRPO run (see configs/).")],
     overrides: SetOpt = None,
+    mode: ModeOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint-latest.")] = False,
 ) -> None:
     """Train the requester with GRPO through the graph. Under `accelerate launch`, data-parallel."""
@@ -297,13 +307,14 @@ def train(
 
         return run_training(settings, resume=resume)
 
-    run_recipe(GRPORunConfig, config, overrides, run, "the trained requester")
+    run_recipe(GRPORunConfig, config, overrides, mode, run, "the trained requester")
 
 
 @app.command()
 def sft(
     config: Annotated[Path, typer.Argument(help="YAML recipe of a cold-start SFT run (see configs/).")],
     overrides: SetOpt = None,
+    mode: ModeOpt = None,
 ) -> None:
     """Cold start: supervised fine-tuning on protocol traces, with the loss on the requester's own tokens only."""
     from training.config import SFTRunConfig
@@ -313,7 +324,7 @@ def sft(
 
         return run_sft(settings)
 
-    run_recipe(SFTRunConfig, config, overrides, run, "the fine-tuned requester")
+    run_recipe(SFTRunConfig, config, overrides, mode, run, "the fine-tuned requester")
 
 
 eval_app = typer.Typer(help="Evaluate on datasets with and without the coder; compare reports.")
@@ -327,7 +338,7 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option("--out", help="Report folder; an existing one is resumed.")] = None,
     requester: RequesterOpt = "default",
     coder: CoderOpt = "default",
-    modes: Annotated[str, typer.Option("--modes", help="coder, alone, or coder,alone.")] = "coder,alone",
+    modes: Annotated[str, typer.Option("--modes", help="Comma-separated, of coder (request mode), inline, alone.")] = "coder,alone",
     limit: Annotated[Optional[int], typer.Option("--limit", help="First N questions of each file.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Questions in flight at once.")] = 16,
     config: ConfigOpt = None,
@@ -349,7 +360,7 @@ def evaluate(
     except DuetError as error:
         fail(str(error))
     except ValueError as error:
-        fail(f"bad option: {str(error).splitlines()[-1]}; --modes takes coder, alone or coder,alone")
+        fail(f"bad option: {str(error).splitlines()[-1]}; --modes takes a comma-separated list of coder, inline, alone")
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console) as bar:
         task = bar.add_task("questions", total=None)
         try:

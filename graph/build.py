@@ -1,10 +1,14 @@
 """build_graph: the one compiled graph that `duet ask`, `duet chat`, `duet eval` and training rollouts all run.
 
-    START -> requester --request--> coder -> executor --failed, repairs left--> coder
-                 ^                               |
-                 +-------------result------------+
+    START -> start -> requester --request--> coder -> executor --failed, repairs left--> coder
+                       ^   |                            ^    |
+                       |   +--program (inline mode)-----+    |
+                       +---------------result----------------+
     requester --answer / no answer / limit / error--> finish -> END
     coder --failed (the coder's backend raised)--> finish
+
+The inline mode is a route through this graph, not a graph of its own: its requester writes the program, so the
+call reaches the executor with its program already attached and the coder node is never visited.
 """
 
 from __future__ import annotations
@@ -13,23 +17,27 @@ from langgraph.graph import END, START, StateGraph
 
 from agents.backends.base import Backend
 from agents.coder import Coder
+from agents.errors import DuetError
+from agents.protocol import Mode
 from agents.models import load_backend, parse_spec, trained_requester_settings
 from agents.requester import Requester
 from agents.sandbox import Sandbox
 from graph.config import AgentConfig
-from graph.nodes import guarded, make_coder_node, make_executor_node, make_finish_node, make_requester_node
-from graph.state import AgentState
+from graph.nodes import guarded, make_coder_node, make_executor_node, make_finish_node, make_requester_node, make_start_node
+from graph.state import AgentState, QuestionInput
 
 
 def build_graph(requester: Requester, coder: Coder | None, sandbox: Sandbox, config: AgentConfig, checkpointer=None):
     """`coder=None` runs the requester alone: its requests are answered with a notice instead of a program."""
-    graph = StateGraph(AgentState)
+    graph = StateGraph(AgentState, input_schema=QuestionInput)
+    graph.add_node("start", make_start_node(config))
     graph.add_node("requester", guarded(make_requester_node(requester, config)))
     graph.add_node("coder", guarded(make_coder_node(coder, config)))
     graph.add_node("executor", guarded(make_executor_node(sandbox, requester, config)))
     graph.add_node("finish", make_finish_node(requester))
-    graph.add_edge(START, "requester")
-    graph.add_conditional_edges("requester", after_requester, ["coder", "finish"])
+    graph.add_edge(START, "start")
+    graph.add_edge("start", "requester")
+    graph.add_conditional_edges("requester", after_requester, ["coder", "executor", "finish"])
     graph.add_conditional_edges("coder", after_coder, ["executor", "finish"])
     graph.add_conditional_edges("executor", after_executor, ["coder", "requester", "finish"])
     graph.add_edge("finish", END)
@@ -37,7 +45,9 @@ def build_graph(requester: Requester, coder: Coder | None, sandbox: Sandbox, con
 
 
 def after_requester(state: AgentState) -> str:
-    return "coder" if state.status == "running" else "finish"
+    if state.status != "running":
+        return "finish"
+    return "executor" if state.calls[-1].attempts else "coder"
 
 
 def after_coder(state: AgentState) -> str:
@@ -56,20 +66,27 @@ class Team:
     """The loaded parts of an agent. One backend is shared when requester and coder name the same model, so their
     calls batch together and the weights are loaded once."""
 
-    def __init__(self, requester_spec: str, coder_spec: str, config: AgentConfig | None = None, requester_backend: Backend | None = None):
-        """`requester_backend` is a backend that is already running the requester (training's policy): it is used as
-        it is, and never shared with the coder, which stays a frozen model of its own even under the same spec."""
+    def __init__(
+        self, requester_spec: str, coder_spec: str, config: AgentConfig | None = None, requester_backend: Backend | None = None, load_coder: bool | None = None
+    ):
+        """The coder is loaded when `load_coder` says so, by default when the requester writes in the request mode
+        (the inline mode needs none). `requester_backend` is a backend that is already running the requester
+        (training's policy): it is used as it is, and never shared with the coder, which stays a frozen model of its
+        own even under the same spec."""
         self.config = config or AgentConfig()
-        self.requester_spec, self.coder_spec = requester_spec, coder_spec
-        self._backends: dict[str, Backend] = {}
-        # parse both, then reach servers before loading weights, so a typo or a dead server fails in a second
-        for spec in sorted({coder_spec} if requester_backend else {requester_spec, coder_spec}, key=lambda s: parse_spec(s).kind != "openai"):
-            self.backend(spec)
         trained = trained_requester_settings(requester_spec)
         unset = {key: value for key, value in trained.items() if getattr(self.config.requester, key, None) is None}
-        backend = requester_backend or self.backend(requester_spec)
-        self.requester = Requester(backend, self.config.requester.model_copy(update=unset))
-        self.coder = Coder(self.backend(coder_spec), self.config.coder)
+        settings = self.config.requester.model_copy(update=unset)
+        if load_coder is None:
+            load_coder = (settings.mode or "request") == "request"
+        self.requester_spec, self.coder_spec = requester_spec, coder_spec if load_coder else None
+        self._backends: dict[str, Backend] = {}
+        specs = {s for s in (self.coder_spec, None if requester_backend else requester_spec) if s is not None}
+        # parse all, then reach servers before loading weights, so a typo or a dead server fails in a second
+        for spec in sorted(specs, key=lambda s: parse_spec(s).kind != "openai"):
+            self.backend(spec)
+        self.requester = Requester(requester_backend or self.backend(requester_spec), settings)
+        self.coder = None if self.coder_spec is None else Coder(self.backend(self.coder_spec), self.config.coder)
         self.sandbox = Sandbox(self.config.sandbox)
 
     def backend(self, spec: str) -> Backend:
@@ -83,8 +100,13 @@ class Team:
         self.coder = Coder(self.backend(spec), self.config.coder)
         self.coder_spec = spec
 
-    def graph(self, checkpointer=None, with_coder: bool = True):
-        return build_graph(self.requester, self.coder if with_coder else None, self.sandbox, self.config, checkpointer)
+    def graph(self, checkpointer=None, with_coder: bool = True, mode: Mode | None = None):
+        """The graph in the requester's mode (or `mode`); `with_coder=False` runs a requester in the request mode
+        alone, its requests answered with a notice."""
+        requester = self.requester.in_mode(mode or self.requester.mode)
+        if requester.mode == "request" and with_coder and self.coder is None:
+            raise DuetError("the request mode needs a coder, and none was loaded; load one, or use --mode inline")
+        return build_graph(requester, self.coder if with_coder else None, self.sandbox, self.config, checkpointer)
 
     async def aclose(self) -> None:
         for backend in self._backends.values():

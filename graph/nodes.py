@@ -17,7 +17,7 @@ from agents.requester import Requester
 from agents.sandbox import Sandbox
 from graph.config import AgentConfig
 from graph.seeds import derive_seed
-from graph.state import AgentState, Call, CodeAttempt, Exchange, Segment
+from graph.state import AgentState, Call, CodeAttempt, Exchange, Segment, Trajectory
 
 Node = Callable[[AgentState], Awaitable[dict]]
 
@@ -35,6 +35,16 @@ def guarded(node: Node) -> Node:
             return {"status": "error", "error": message}
 
     return run
+
+
+def make_start_node(config: AgentConfig) -> Node:
+    async def start_node(state: AgentState) -> dict:
+        """A new question on a thread: everything but the history starts afresh. Without a seed in the input, the
+        question's sampling depends on the configured seed and the question alone."""
+        seed = derive_seed(config.backends.seed, state.question) if state.seed is None else state.seed
+        return {"seed": None, "sampling_seed": seed, "trajectory": Trajectory(), "calls": [], "answer": None, "status": "running", "error": None, "problems": []}
+
+    return start_node
 
 
 def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
@@ -56,13 +66,16 @@ def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
         trajectory = trajectory.appended(
             Segment(source="requester", token_ids=generation.token_ids, text=generation.text, logprobs=generation.logprobs)
         )
-        turn = parse_requester_segment(requester.visible_text(generation.token_ids))
+        turn = parse_requester_segment(requester.visible_text(generation.token_ids), requester.mode)
         update = {"trajectory": trajectory, "problems": [*problems, *turn.problems]}
-        if turn.kind == "request":
+        if turn.kind in ("request", "code"):
             if len(state.calls) >= config.limits.max_calls:
                 return {**update, "status": "limit", "problems": [*update["problems"], f"more than {config.limits.max_calls} requests"]}
-            emit({"event": "request", "text": turn.request})
-            return {**update, "calls": [*state.calls, Call(request=turn.request)]}
+            if turn.kind == "request":
+                emit({"event": "request", "text": turn.request})
+                return {**update, "calls": [*state.calls, Call(request=turn.request)]}
+            emit({"event": "code", "text": turn.code or turn.request, "attempt": 1})
+            return {**update, "calls": [*state.calls, Call(request=turn.request, attempts=[own_program(turn.code)])]}
         if turn.kind == "answer":
             emit({"event": "answer", "text": turn.answer})
             return {**update, "answer": turn.answer, "status": "answered"}
@@ -70,6 +83,12 @@ def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
         return {**update, "status": status}
 
     return requester_node
+
+
+def own_program(code: str | None) -> CodeAttempt:
+    """The inline mode's program, written by the requester itself: no coder reply, so a failure is never repaired
+    and its error goes back to the requester, whose recovery it is to learn."""
+    return CodeAttempt(reply="", code=code, error=None if code else "the code block holds no program")
 
 
 NO_HELPER = "no helper is available in this run; continue without it"
@@ -99,7 +118,7 @@ def make_coder_node(coder: Coder | None, config: AgentConfig) -> Node:
 
 def call_seed(state: AgentState, *call: object) -> int | None:
     """Each sampled call of a run gets its own seed, named by the run's seed and which call it is."""
-    return None if state.seed is None else derive_seed(state.seed, *call)
+    return None if state.sampling_seed is None else derive_seed(state.sampling_seed, *call)
 
 
 def make_executor_node(sandbox: Sandbox, requester: Requester, config: AgentConfig) -> Node:

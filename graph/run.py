@@ -6,8 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from graph.config import AgentConfig
-from graph.seeds import derive_seed
-from graph.state import AgentState, fresh_question
+from graph.state import AgentState
 
 
 def run_config(config: AgentConfig, thread_id: str | None = None) -> dict:
@@ -17,14 +16,8 @@ def run_config(config: AgentConfig, thread_id: str | None = None) -> dict:
     return {"recursion_limit": limit, "configurable": {"thread_id": thread_id} if thread_id else {}}
 
 
-def question_seed(config: AgentConfig, question: str) -> int:
-    """Without an explicit seed, a question's sampling depends on the configured seed and the question alone."""
-    return derive_seed(config.backends.seed, question)
-
-
 async def run_question(graph, question: str, config: AgentConfig, thread_id: str | None = None, seed: int | None = None) -> AgentState:
-    start = fresh_question(question, question_seed(config, question) if seed is None else seed)
-    values = await graph.ainvoke(start, run_config(config, thread_id))
+    values = await graph.ainvoke({"question": question, "seed": seed}, run_config(config, thread_id))
     return AgentState.model_validate(values)
 
 
@@ -45,8 +38,7 @@ async def run_batch(
 async def stream_question(graph, question: str, config: AgentConfig, thread_id: str | None = None) -> AsyncIterator[dict]:
     """Yields the nodes' events as they happen, then {"event": "done", "state": AgentState}."""
     final = None
-    start = fresh_question(question, question_seed(config, question))
-    async for mode, payload in graph.astream(start, run_config(config, thread_id), stream_mode=["custom", "values"]):
+    async for mode, payload in graph.astream({"question": question}, run_config(config, thread_id), stream_mode=["custom", "values"]):
         if mode == "custom":
             yield payload
         else:

@@ -91,9 +91,19 @@ class Exchange(BaseModel):
     answer: str | None
 
 
+class QuestionInput(BaseModel):
+    """What a run takes (the graph's input schema, which LangGraph's server and Studio show): a question, and
+    optionally the seed of its sampling. The graph's first node resets the rest of a thread's state, except the
+    conversation history, so every run on a thread starts a new question."""
+
+    question: str
+    seed: int | None = Field(None, description="seeds every sampled requester and coder call of this run; unset: derived from the configured seed and the question")
+
+
 class AgentState(BaseModel):
     question: str
-    seed: int | None = Field(None, description="seeds every sampled requester and coder call of this run")
+    seed: int | None = Field(None, description="the input's seed, consumed by the first node so a thread's next question does not reuse it")
+    sampling_seed: int | None = Field(None, description="seeds every sampled requester and coder call of this run")
     history: list[Exchange] = Field(default_factory=list)
     trajectory: Trajectory = Field(default_factory=Trajectory)
     calls: list[Call] = Field(default_factory=list)
@@ -101,11 +111,6 @@ class AgentState(BaseModel):
     status: Status = "running"
     error: str | None = None
     problems: list[str] = Field(default_factory=list)
-
-
-def fresh_question(question: str, seed: int | None = None) -> dict:
-    """The input that starts a question; on a chat thread it resets everything but the history."""
-    return {"question": question, "seed": seed, "trajectory": Trajectory(), "calls": [], "answer": None, "status": "running", "error": None, "problems": []}
 
 
 def checkpoint_serializer():

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from agents.coder import Coder
-from agents.requester import Requester
+from agents.requester import Requester, RequesterSettings
 from agents.sandbox import Sandbox
 from graph.build import build_graph
 from graph.config import AgentConfig
@@ -42,28 +42,49 @@ def test_metrics_from_hand_made_records():
 
 
 class ScriptedTeam:
-    """Stands in for Team: a graph per mode over scripted models that answer each question's gold number."""
+    """Stands in for Team: a graph per mode over scripted models that answer each question's gold number (in the
+    inline mode, after printing it with a program of their own)."""
 
     def __init__(self, tokenizer, rows):
         self.asked = []
-        replies = {row["question"]: f"\\\\boxed{{{row['answer']}}}" for row in rows}
-        self.tokenizer, self.replies = tokenizer, replies
+        self.answers = {row["question"]: row["answer"] for row in rows}
+        self.tokenizer = tokenizer
 
-    def graph(self, with_coder=True):
+    def graph(self, with_coder=True, mode="request"):
         team = self
 
         class Answering(ScriptedBackend):
             async def generate(self, requests):
-                question = next(q for q in team.replies if q in team.tokenizer.decode(requests[0].prompt_ids[-60:]))
+                context = team.tokenizer.decode(requests[0].prompt_ids[-60:])
+                question = next(q for q in team.answers if q in context)
                 team.asked.append(question)
-                self.replies = [team.replies[question]]
+                answer = team.answers[question]
+                self.replies = [f"<code>print({answer})</code>" if mode == "inline" and "<result>" not in context.split(question)[-1] else f"\\boxed{{{answer}}}"]
                 return await super().generate(requests)
 
         config = AgentConfig()
-        return build_graph(Requester(Answering(self.tokenizer, [])), Coder(ScriptedBackend(self.tokenizer, [])) if with_coder else None, Sandbox(), config)
+        requester = Requester(Answering(self.tokenizer, []), RequesterSettings(mode=mode))
+        return build_graph(requester, Coder(ScriptedBackend(self.tokenizer, [])) if with_coder else None, Sandbox(), config)
 
     async def aclose(self):
         pass
+
+
+async def test_one_report_compares_coder_inline_and_alone(tokenizer, tmp_path):
+    rows = [{"id": f"r{i}", "question": f"What is {i} times 7, question {i}?", "answer": str(7 * i), "source": "test", "metadata": {}} for i in range(3)]
+    data = tmp_path / "set.jsonl"
+    write_jsonl(rows, data)
+    out = tmp_path / "report"
+    summaries, settings = await evaluate(EvalConfig(data=[data], modes=["coder", "inline", "alone"]), out, team=ScriptedTeam(tokenizer, rows))
+    by_mode = {s.mode: s for s in summaries}
+    assert sorted(by_mode) == ["alone", "coder", "inline"] and all(s.accuracy == 1.0 for s in summaries)
+    assert by_mode["inline"].requests_per_question == 1.0 and by_mode["coder"].requests_per_question == 0.0
+    records = [r for r in read_records(out / "records.jsonl") if r.mode == "inline"]
+    assert len(records) == 3 and all(r.executions == 1 and r.failed_executions == 0 for r in records)
+    write_report(summaries, out, reproduce_command(settings, out))
+    report = (out / "report.md").read_text()
+    assert "| set | inline | 3 |" in report and "| set | coder | 3 |" in report and "| set | alone | 3 |" in report
+    assert "--modes coder,inline,alone" in report and "inline: the requester writes the program itself" in report
 
 
 async def test_an_interrupted_eval_resumes_where_it_stopped(tokenizer, tmp_path):

@@ -126,7 +126,7 @@ async def test_no_answer_when_the_requester_stops_without_a_box(tokenizer):
     graph, config, _, _ = make_graph(tokenizer, ["I think it is 5."])
     state = await run_question(graph, "q", config)
     assert state.status == "no_answer" and state.answer is None
-    assert any("no request" in p for p in state.problems)
+    assert any("no tool call" in p for p in state.problems)
 
 
 async def test_backend_failure_ends_with_error_status_not_an_exception(tokenizer):

@@ -42,7 +42,7 @@ def test_requester_segments_parse_without_raising(text, kind, asked, answer):
         ("<request>a <request>b</request>", "nested"),
         ("<request>a</request><request>b</request>", "second request"),
         ("\\boxed{1} trailing words", "after the answer"),
-        ("no tags at all", "no request and no"),
+        ("no tags at all", "no tool call and no"),
         ("\\boxed{1", "never closed"),
     ],
 )

@@ -83,7 +83,7 @@ def test_sft_on_a_trace_file_lowers_the_loss_and_saves_a_requester_without_few_s
     losses = [json.loads(line)["loss"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 12 and losses[-1] < losses[0] / 2, losses
     assert checkpoint.is_symlink() and (checkpoint / "model.safetensors").is_file()
-    assert trained_requester_settings(str(checkpoint)) == {"few_shot": False}
+    assert trained_requester_settings(str(checkpoint)) == {"few_shot": False, "mode": "request"}
     team = Team(str(checkpoint), str(tiny_dir))
     assert team.requester.settings.few_shot is False
 

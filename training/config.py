@@ -141,6 +141,7 @@ class TraceSettings(Strict):
     samples_per_question: int = Field(4, ge=1)
     temperatures: list[float] = Field(default_factory=lambda: [0.7, 1.0], min_length=1)
     require_request: bool = True
+    few_shot: bool = Field(True, description="sample with the worked examples in the prompt (the model is trained for agent.requester.few_shot)")
     max_per_question: int = Field(2, ge=1)
     save_to: Path | None = Field(None, description="write the kept traces here for inspection")
 

@@ -21,11 +21,14 @@ from training.data import load_rows
 from training.answers import Verdict
 from training.rewards import acheck_answer
 
-Mode = Literal["coder", "alone"]
-ALONE_NOTE = (
-    "Requester alone: the same prompt and protocol, but every request is answered with "
-    "'no helper is available in this run; continue without it' instead of a program's output."
-)
+Mode = Literal["coder", "inline", "alone"]
+MODE_NOTES = {
+    "coder": "coder: the requester asks in plain language and the coder writes the program (the request mode).",
+    "inline": "inline: the requester writes the program itself, with no coder (the inline mode).",
+    "alone": "alone: the request mode's prompt and protocol, but every request is answered with "
+    "'no helper is available in this run; continue without it' instead of a program's output.",
+}
+MODE_LABELS = {"coder": "with coder", "inline": "inline code", "alone": "requester alone"}
 
 
 class EvalConfig(BaseModel):
@@ -203,8 +206,8 @@ async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -
         on_progress(total=len(wanted), completed=len(wanted) - len(pending))
     (out / "settings.json").write_text(settings.model_dump_json(indent=1))
     if pending:
-        team = team or Team(config.requester, config.coder, config.agent)
-        graphs = {mode: team.graph(with_coder=mode == "coder") for mode in config.modes}
+        team = team or Team(config.requester, config.coder, config.agent, load_coder="coder" in config.modes)
+        graphs = {mode: team.graph(with_coder=mode == "coder", mode="inline" if mode == "inline" else "request") for mode in config.modes}
         slots = asyncio.Semaphore(config.concurrency)
         with records_path.open("a", encoding="utf-8") as sink:
 
@@ -250,7 +253,8 @@ def write_report(summaries: list[Summary], out: Path, command: str) -> None:
     (out / "report.json").write_text(json.dumps({"command": command, "summaries": [s.model_dump() for s in summaries]}, indent=2))
     charts = [("accuracy", "accuracy", 1.0), ("requests_per_question", "requests per question", None)]
     images = "\n".join(f"![{label}]({field}.png)" for field, label, _ in charts)
-    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\n{ALONE_NOTE}\n", markdown_table(summaries), "", images, ""]
+    notes = "\n".join(f"- {MODE_NOTES[mode]}" for mode in MODE_NOTES if any(s.mode == mode for s in summaries))
+    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\nModes:\n{notes}\n", markdown_table(summaries), "", images, ""]
     (out / "report.md").write_text("\n".join(lines))
     for field, label, top in charts:
         plot_metric(summaries, field, label, top, out / f"{field}.png")
@@ -288,7 +292,7 @@ def plot_metric(summaries: list[Summary], field: str, label: str, top: float | N
     width = 0.8 / max(len(modes), 1)
     for offset, mode in enumerate(modes):
         values = [next((getattr(s, field) for s in summaries if s.dataset == d and s.mode == mode), 0.0) for d in datasets]
-        axis.bar([i + offset * width for i in range(len(datasets))], values, width, label=f"{'with coder' if mode == 'coder' else 'requester alone'}")
+        axis.bar([i + offset * width for i in range(len(datasets))], values, width, label=MODE_LABELS[mode])
     axis.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(datasets))], datasets)
     axis.set_ylim(0, top)
     axis.set_ylabel(label)

@@ -91,3 +91,12 @@ def weights_checksum(model) -> float:
             values = parameter.detach().to(torch.float64).cpu()
             total += values.sum() + (values * values).sum()
     return float(total)
+
+
+def trained_for(settings, policy: Policy) -> None:
+    """Fill the requester settings left unset (few-shot examples, mode) as the policy's checkpoint was trained, so
+    training goes on with the prompt and protocol the model learned."""
+    defaults = {"few_shot": True, "mode": "request"}
+    for key, default in defaults.items():
+        if getattr(settings, key) is None:
+            setattr(settings, key, policy.trained_with.get(key, default))

@@ -32,7 +32,7 @@ from training.accelerate_setup import make_accelerator
 from training.answers import Verdict
 from training.config import SFTRunConfig, TraceSettings
 from training.data import load_rows, write_jsonl
-from training.policy import Policy
+from training.policy import Policy, trained_for
 from training.rewards import acheck_answer
 
 RESULT_BLOCK = re.compile(rf"\n?{re.escape(RESULT_OPEN)}.*?{re.escape(RESULT_CLOSE)}\n?", re.DOTALL)
@@ -66,8 +66,7 @@ def run_sft(config: SFTRunConfig) -> Path:
 
     # ---- the examples: the prompt the model is trained for, then each trace's own ids
     agent = config.agent.model_copy(deep=True)
-    if agent.requester.few_shot is None:
-        agent.requester.few_shot = policy.trained_with.get("few_shot", True)
+    trained_for(agent.requester, policy)
     prompter = Requester(policy_backend(policy, config), agent.requester)
     examples = [to_trajectory(trace, prompter, policy.tokenizer) for trace in traces]
     loader = torch.utils.data.DataLoader(
@@ -116,9 +115,9 @@ def run_sft(config: SFTRunConfig) -> Path:
                     progress.update(task, completed=step, live=f"loss {row['loss']:.3f}  epoch {epoch + 1}")
                     if step % args.save_steps == 0 and step < total_steps:
                         save_checkpoint(accelerator, Path(args.output_dir), step, model, policy.tokenizer,
-                                        policy.checkpoint_info({"few_shot": agent.requester.few_shot}), {"step": step}, optimizer, scheduler, args.save_total_limit)
+                                        policy.checkpoint_info(agent.requester.model_dump(include={"few_shot", "mode"})), {"step": step}, optimizer, scheduler, args.save_total_limit)
     save_checkpoint(accelerator, Path(args.output_dir), step, model, policy.tokenizer,
-                    policy.checkpoint_info({"few_shot": agent.requester.few_shot}), {"step": step}, optimizer, scheduler, args.save_total_limit)
+                    policy.checkpoint_info(agent.requester.model_dump(include={"few_shot", "mode"})), {"step": step}, optimizer, scheduler, args.save_total_limit)
     accelerator.end_training()
     return Path(args.output_dir) / "checkpoint-latest"
 
@@ -134,7 +133,8 @@ def collect_traces(config: SFTRunConfig, policy: Policy, rows: list[dict]) -> li
         sampled = []
         try:
             for temperature in settings.temperatures:
-                requester = Requester(team.requester.backend, team.requester.settings.model_copy(update={"temperature": temperature}))
+                sampling = {"temperature": temperature, "few_shot": settings.few_shot}
+                requester = Requester(team.requester.backend, team.requester.settings.model_copy(update=sampling))
                 graph = build_graph(requester, team.coder, team.sandbox, team.config)
                 runs = [row for row in rows for _ in range(settings.samples_per_question)]
                 seeds = [derive_seed(config.sft.seed, temperature, row["id"], k) for row in rows for k in range(settings.samples_per_question)]

@@ -33,7 +33,7 @@ from training.data import TrainingStream, load_rows
 from training.difficulty import load_pass_rates
 from training.evaluate import record_of, summarize
 from training.grpo import equal_reward_groups, group_advantages, grpo_loss
-from training.policy import Policy, weights_checksum
+from training.policy import Policy, trained_for, weights_checksum
 from training.rewards import RewardScorer
 from training.rollout import rollout_groups
 from training.run_log import RunLog
@@ -71,13 +71,12 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
     agent = config.agent.model_copy(deep=True)
     agent.requester.temperature, agent.requester.top_p = args.temperature, args.top_p
     agent.backends.device = str(accelerator.device)  # a local coder sits beside this process's policy
-    if agent.requester.few_shot is None:
-        agent.requester.few_shot = policy.trained_with.get("few_shot", True)
+    trained_for(agent.requester, policy)
     backend = TransformersBackend(accelerator.unwrap_model(model), policy.tokenizer, name=policy.spec, max_batch_size=agent.backends.max_batch_size, seed=args.seed + rank)
     team = Team(policy.spec, config.model.coder, agent, requester_backend=backend)
     graph = team.graph()
     scorer = RewardScorer(config.rewards)
-    requester_settings = {"few_shot": agent.requester.few_shot}
+    requester_settings = agent.requester.model_dump(include={"few_shot", "mode"})
 
     start = 0
     if resume:

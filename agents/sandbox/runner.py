@@ -70,6 +70,14 @@ class _Worker:
         self.unread = b""
 
     async def start(self) -> None:
+        """The launch touches the disk and forks, so it runs in a thread: the event loop (LangGraph's server's among
+        them) goes on serving other runs meanwhile."""
+        await asyncio.to_thread(self._launch)
+        self.unread = b""
+        if not await self._receive(60):
+            raise RuntimeError("the sandbox worker failed to start")
+
+    def _launch(self) -> None:
         if self.isolation.unprivileged_uid and self.lease is None:
             self.uid, self.lease = lease_uid()
         if self.isolation.private_filesystem:
@@ -86,9 +94,6 @@ class _Worker:
         )
         os.set_blocking(self.process.stdin.fileno(), False)
         os.set_blocking(self.process.stdout.fileno(), False)
-        self.unread = b""
-        if not await self._receive(60):
-            raise RuntimeError("the sandbox worker failed to start")
 
     async def run(self, code: str, limits: SandboxLimits) -> dict:
         job = {"code": code, "limits": _worker_limits(limits)}
