@@ -58,6 +58,12 @@ def other_tiny_dir(embedded_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def vllm_tiny_dir(embedded_dir, tmp_path_factory) -> Path:
+    """Heads of size 64: vLLM's CPU attention supports only the usual head sizes (not tiny_dir's 16)."""
+    return build_tiny_model(embedded_dir, tmp_path_factory.mktemp("tiny-vllm"), seed=3, hidden=256)
+
+
+@pytest.fixture(scope="session")
 def tokenizer(embedded_dir):
     from transformers import AutoTokenizer
 

@@ -125,3 +125,35 @@ def test_k3_is_zero_for_equal_policies_and_positive_otherwise():
     logprobs = torch.tensor([-1.0, -2.0, -0.5])
     assert torch.all(kl_k3(logprobs, logprobs) == 0)
     assert torch.all(kl_k3(logprobs, logprobs + torch.tensor([0.3, -0.2, 1.0])) > 0)
+
+
+def test_sampler_correction_truncates_or_masks_per_token_or_per_sequence():
+    import math
+
+    from training.grpo import sampler_correction
+
+    old = torch.tensor([[-1.0, -2.0, float("nan")]])
+    sampled = torch.tensor([[-1.5, -1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    up, down = math.exp(0.5), math.exp(-1.0)
+    assert sampler_correction(old, sampled, mask, "token_truncate", None, 1.5).tolist()[0][:2] == pytest.approx([1.5, down])
+    assert sampler_correction(old, sampled, mask, "token_mask", None, 1.5).tolist()[0][:2] == pytest.approx([0.0, down])
+    assert sampler_correction(old, sampled, mask, "token_mask", 0.5, None).tolist()[0][:2] == pytest.approx([up, 0.0])
+    assert sampler_correction(old, sampled, mask, "sequence_truncate", 0.7, 3.0).tolist()[0] == pytest.approx([0.7])
+    assert sampler_correction(old, sampled, mask, "sequence_mask", 0.7, 3.0).tolist() == [[0.0]]
+    assert sampler_correction(old, sampled, mask, "sequence_mask", None, 3.0).tolist()[0] == pytest.approx([math.exp(-0.5)])
+
+
+def test_importance_weights_scale_the_surrogate_but_not_the_kl():
+    logprobs = torch.tensor([[-1.0, -0.5]], requires_grad=True)
+    old = torch.tensor([[-1.1, -0.4]])
+    ref = torch.tensor([[-1.2, -0.7]])
+    mask = torch.ones(1, 2)
+    advantages = torch.tensor([0.8])
+    weights = torch.tensor([[0.5, 2.0]])
+    common = dict(loss_type="bnpo", epsilon_low=0.2, epsilon_high=0.2, beta=0.1, ref_logprobs=ref, use_bias_correction_kl=False)
+    weighted, _ = grpo_loss(logprobs, old, advantages, mask, importance_weights=weights, **common)
+    ratio = torch.exp(logprobs - old)
+    surrogate = -torch.min(ratio * 0.8, ratio.clamp(0.8, 1.2) * 0.8)
+    kl = torch.exp(ref - logprobs) - (ref - logprobs) - 1
+    assert float(weighted) == pytest.approx(float((surrogate * weights + 0.1 * kl).mean()))

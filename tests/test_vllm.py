@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from graph.run import run_question
 
 pytestmark = pytest.mark.slow
 VLLM_PYTHON = os.environ.get("DUET_VLLM_PYTHON")
+REPO = Path(__file__).resolve().parents[1]
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
 
 
@@ -170,3 +172,92 @@ def test_in_process_vllm_records_log_probabilities_before_top_p(embedded_dir, tm
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(length > 0 for length in measured["lengths"])
     assert max(measured["gaps"]) < 2e-3, measured
+
+
+WEIGHT_PUSH_SCRIPT = '''
+import asyncio, json, sys
+import torch
+from agents.backends.base import GenerationRequest, SamplingParams
+from agents.backends.transformers_local import TransformersBackend
+from agents.backends.vllm_local import VLLMBackend
+from agents.models import load_causal_lm
+
+
+async def greedy(backend, prompts):
+    generations = await backend.generate([GenerationRequest(p, SamplingParams(max_new_tokens=12)) for p in prompts])
+    return [g.token_ids for g in generations]
+
+
+async def main(folder):
+    engine = VLLMBackend.load(folder, enforce_eager=True, max_model_len=512, dtype="float32")
+    model, tokenizer = load_causal_lm(folder, "float32", "cpu")
+    local = TransformersBackend(model, tokenizer, name="tiny")
+    prompts = [local.encode_chat([{"role": "user", "content": q}]) for q in ("What is 2 + 2?", "Name a prime number.", "Count to five.")]
+    result = {"vllm_before": await greedy(engine, prompts), "transformers_before": await greedy(local, prompts)}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    engine.load_weights([(name, tensor.detach()) for name, tensor in model.state_dict().items()])
+    result |= {"vllm_after": await greedy(engine, prompts), "transformers_after": await greedy(local, prompts)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_vllm_generates_as_transformers_does_before_and_after_a_weight_push(vllm_tiny_dir, tmp_path):
+    """Greedy tokens of the vLLM rollout engine equal the transformers backend's on the same weights; after the
+    trainer changes the weights and pushes them, vLLM's next generation equals the changed model's (and differs
+    from before, so a push that did nothing would fail)."""
+    require_vllm()
+    script = tmp_path / "push.py"
+    script.write_text(WEIGHT_PUSH_SCRIPT)
+    result = subprocess.run([VLLM_PYTHON, str(script), str(vllm_tiny_dir)], capture_output=True, text=True, timeout=400,
+                            env={**os.environ, **VLLM_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["vllm_before"] == measured["transformers_before"]
+    assert measured["vllm_after"] == measured["transformers_after"]
+    assert measured["vllm_after"] != measured["vllm_before"]
+
+
+def test_duet_train_with_a_vllm_requester_pushes_each_update_and_learns(vllm_tiny_dir, tmp_path):
+    """Two-plus GRPO steps with vLLM as the rollout engine: the reward a random model can reach rises (it would not if
+    vLLM kept sampling the initial weights), each step logs the weight push and the importance-sampling correction,
+    and the saved checkpoint is not the initial model."""
+    import yaml
+
+    from training.data import generate, write_jsonl
+
+    require_vllm()
+    questions = tmp_path / "questions.jsonl"
+    write_jsonl(generate("big-value", 8, seed=3), questions)
+    recipe = {
+        "model": {"requester": f"vllm:{vllm_tiny_dir}", "coder": str(vllm_tiny_dir)},
+        "data": {"train": [str(questions)], "order": "file"},
+        "rewards": {"weights": {"answer": 1.0, "format": 0.0, "even": 1.0}, "functions": {"even": "tests.toy_rewards:first_token_even"}},
+        "grpo": {"output_dir": str(tmp_path / "run"), "max_steps": 5, "num_generations": 8, "per_device_train_batch_size": 8,
+                 "gradient_accumulation_steps": 2, "learning_rate": 0.02, "lr_scheduler_type": "constant", "temperature": 0.5,
+                 "save_steps": 5, "seed": 5, "report_to": ["none"]},
+        "agent": {"requester": {"max_segment_tokens": 1}, "limits": {"max_total_tokens": 1, "max_calls": 0},
+                  "backends": {"vllm_engine": {"enforce_eager": True, "max_model_len": 512, "dtype": "float32"}}},
+    }
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    result = subprocess.run([VLLM_PYTHON, "-m", "duet.cli", "train", str(config)], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, **VLLM_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rewards = [row["reward"] for row in rows]
+    assert len(rows) == 5 and rewards[-1] > rewards[0] + 0.3, rewards
+    assert all("time/weight_sync" in row for row in rows)
+    updated = [row for row in rows if row["dropped_groups"] < 2]
+    assert updated and all(row["sampling/importance_sampling_ratio/mean"] > 0 for row in updated)
+    assert all(row["logprob_mismatch/max"] < 1e-2 for row in updated)  # float32 vLLM and trainer agree closely
+    from safetensors.torch import load_file
+
+    before, after = load_file(vllm_tiny_dir / "model.safetensors"), load_file(tmp_path / "run" / "checkpoint-latest" / "model.safetensors")
+    assert any(not before[name].equal(after[name]) for name in before)

@@ -57,6 +57,28 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1
 
 
+SamplerCorrection = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+
+
+def sampler_correction(
+    old_logprobs: torch.Tensor, sampled_logprobs: torch.Tensor, mask: torch.Tensor, mode: SamplerCorrection,
+    clip_min: float | None, clip_max: float | None,
+) -> torch.Tensor:
+    """Importance weights for rollouts sampled by another engine (vLLM) than the one being trained, as TRL's
+    vllm_importance_sampling_* (truncated importance sampling): rho = pi_trainer(old) / pi_sampler, per token or per
+    sequence (the product over the requester's tokens), then clipped into [clip_min, clip_max] (truncate) or set to 0
+    outside it (mask). Returns (B, T) for token modes, (B, 1) for sequence modes."""
+    difference = torch.where(mask.bool(), old_logprobs - sampled_logprobs, 0.0).nan_to_num(0.0)
+    if mode.startswith("sequence"):
+        difference = difference.sum(-1, keepdim=True)
+    ratio = torch.exp(difference)
+    low = -torch.inf if clip_min is None else clip_min
+    high = torch.inf if clip_max is None else clip_max
+    if mode.endswith("truncate"):
+        return ratio.clamp(min=low, max=high)
+    return ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
+
+
 def grpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -72,11 +94,13 @@ def grpo_loss(
     num_items_in_batch: float | None = None,
     max_completion_length: int | None = None,
     gradient_accumulation_steps: int = 1,
+    importance_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped surrogate with an optional KL penalty, normalised as `loss_type` says.
 
     ratio_t   = exp(logp_t - old_logp_t)
-    L_t       = -min(ratio_t * A, clip(ratio_t, 1 - epsilon_low, 1 + epsilon_high) * A) + beta * KL_t
+    L_t       = -min(ratio_t * A, clip(ratio_t, 1 - epsilon_low, 1 + epsilon_high) * A) * rho_t + beta * KL_t
+    rho_t     = `importance_weights` (sampler_correction) when another engine sampled the rollouts, else 1
     KL_t      = k3(logp_t, ref_logp_t), times ratio_t with use_bias_correction_kl (the old policy sampled the tokens)
     grpo:     mean over sequences of (sum_t mask * L_t / sum_t mask), divided by gradient_accumulation_steps
     bnpo:     sum(mask * L) / sum(mask) over the micro-batch, divided by gradient_accumulation_steps
@@ -96,6 +120,8 @@ def grpo_loss(
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
     advantage = advantages.unsqueeze(1)
     per_token = -torch.min(ratio * advantage, clipped * advantage)
+    if importance_weights is not None:
+        per_token = per_token * importance_weights
     kl = None
     if beta != 0.0:
         kl = kl_k3(logprobs, ref_logprobs)

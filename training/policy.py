@@ -22,10 +22,15 @@ class Policy:
     def __init__(self, settings: ModelSettings, device: torch.device):
         self.spec = settings.requester
         parsed = parse_spec(settings.requester)
-        if parsed.kind not in ("default", "local", "hub"):
+        if parsed.kind not in ("default", "local", "hub", "vllm"):
             raise DuetError(f"model.requester {settings.requester!r}: training updates the requester's weights in this process, "
-                            "so it must be default, a local folder or a hub id (the coder may be any spec)")
+                            "so it must be default, a local folder, a hub id, or vllm:one of these (the coder may be any spec)")
+        if parsed.kind == "vllm" and settings.lora is not None:
+            raise DuetError("model.lora with a vllm: requester is not supported yet: train LoRA with the default rollout backend "
+                            "(model.requester without vllm:), or drop model.lora")
+        self.rollout_engine = "vllm" if parsed.kind == "vllm" else "transformers"
         weights = resolve_weights(parsed)
+        self.weights = weights
         self.model, self.tokenizer = load_causal_lm(weights, settings.dtype, str(device))
         self.trained_with = checkpoint_info(weights).get("requester", {})
         self.lora = settings.lora
@@ -56,6 +61,10 @@ class Policy:
             set_peft_model_state_dict(self.model, load_file(checkpoint / "adapter_model.safetensors"))
         else:
             self.model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
+
+    def weights_for_inference(self, model) -> list[tuple[str, torch.Tensor]]:
+        """The trained weights under their checkpoint names, as an inference engine's load_weights reads them."""
+        return [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

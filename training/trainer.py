@@ -32,7 +32,7 @@ from training.config import GRPORunConfig
 from training.data import TrainingStream, load_rows
 from training.difficulty import load_pass_rates
 from training.evaluate import record_of, summarize
-from training.grpo import equal_reward_groups, group_advantages, grpo_loss
+from training.grpo import equal_reward_groups, group_advantages, grpo_loss, sampler_correction
 from training.policy import Policy, trained_for, weights_checksum
 from training.rewards import RewardScorer
 from training.rollout import rollout_groups
@@ -72,7 +72,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
     agent.requester.temperature, agent.requester.top_p = args.temperature, args.top_p
     agent.backends.device = str(accelerator.device)  # a local coder sits beside this process's policy
     trained_for(agent.requester, policy)
-    backend = TransformersBackend(accelerator.unwrap_model(model), policy.tokenizer, name=policy.spec, max_batch_size=agent.backends.max_batch_size, seed=args.seed + rank)
+    backend = rollout_backend(policy, accelerator.unwrap_model(model), agent, args.seed + rank)
     team = Team(policy.spec, config.model.coder, agent, requester_backend=backend)
     graph = team.graph()
     scorer = RewardScorer(config.rewards)
@@ -85,6 +85,8 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             raise DuetError(f"nothing to resume in {args.output_dir}: it has no complete checkpoint; start without --resume")
         policy.load_weights(checkpoint)
         start = load_trainer_state(checkpoint, accelerator, optimizer, scheduler)["step"]
+        if policy.rollout_engine == "vllm":
+            backend.load_weights(policy.weights_for_inference(accelerator.unwrap_model(model)))
     log = RunLog(accelerator, args, config, start, skipped)
     if on_start:
         on_start(accelerator, start)
@@ -120,8 +122,13 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             ref_logprobs = reference(batch, args.temperature) if reference is not None else None
             timings["reference"] = time.perf_counter() - began
             began = time.perf_counter()
-            update = optimize(accelerator, model, optimizer, scheduler, batch, ref_logprobs, advantages.to(accelerator.device), kept, config)
+            update = optimize(accelerator, model, optimizer, scheduler, batch, ref_logprobs, advantages.to(accelerator.device), kept, config,
+                              correct_sampler=policy.rollout_engine == "vllm")
             timings["update"] = time.perf_counter() - began
+            if policy.rollout_engine == "vllm":
+                began = time.perf_counter()
+                backend.load_weights(policy.weights_for_inference(accelerator.unwrap_model(model)))
+                timings["weight_sync"] = time.perf_counter() - began
 
             # ---- log and save
             timings["step"] = time.perf_counter() - step_began
@@ -142,11 +149,18 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
     return args.output_dir / "checkpoint-latest"
 
 
-def optimize(accelerator, model, optimizer, scheduler, batch: TrajectoryBatch, ref_logprobs, advantages, kept: list[int], config: GRPORunConfig) -> dict:
+def optimize(
+    accelerator, model, optimizer, scheduler, batch: TrajectoryBatch, ref_logprobs, advantages, kept: list[int], config: GRPORunConfig,
+    correct_sampler: bool = False,
+) -> dict:
     """num_iterations optimizer steps over the kept trajectories, each in exactly gradient_accumulation_steps
     micro-batches on every process (DDP needs every process to take part in every backward pass: a process with too
-    few kept trajectories runs a zero-weighted stand-in). The old policy is the one that sampled the rollouts, whose
-    log-probabilities the backend recorded."""
+    few kept trajectories runs a zero-weighted stand-in).
+
+    The old policy is the one that sampled the rollouts. When the trainer's own weights sampled them (the default
+    backend), the log-probabilities the backend recorded are the old policy's. When another engine sampled them
+    (`correct_sampler`: vLLM), the old policy is the trainer's view of the same weights, read off the first pass
+    before any update, and each trajectory is reweighted by sampler_correction for the engines' difference."""
     args = config.grpo
     everyone_kept = int(accelerator.reduce(torch.tensor(len(kept), device=accelerator.device), reduction="sum"))
     if everyone_kept == 0:
@@ -155,21 +169,31 @@ def optimize(accelerator, model, optimizer, scheduler, batch: TrajectoryBatch, r
     chunks = split_evenly(kept, args.gradient_accumulation_steps)
     totals: dict[str, list[float]] = {}
     skipped_steps = 0
+    trainer_old: dict[int, torch.Tensor] = {}
     for iteration in range(args.num_iterations):
         model.train()
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
             rows, weight = (chunk, 1.0) if chunk else ([0], 0.0)
             micro = batch.rows(rows)
             with accelerator.accumulate(model):
                 logprobs, entropy = policy_logprobs(model, micro, args.temperature)
+                old, importance = micro.old_logprobs, None
+                if correct_sampler:
+                    old = trainer_old.setdefault(index, logprobs.detach())
+                    if args.vllm_importance_sampling_correction:
+                        importance = sampler_correction(
+                            old, micro.old_logprobs, micro.mask, args.vllm_importance_sampling_mode,
+                            args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max,
+                        )
                 loss, stats = grpo_loss(
-                    logprobs, micro.old_logprobs, advantages[rows], micro.mask,
+                    logprobs, old, advantages[rows], micro.mask,
                     loss_type=args.loss_type, epsilon_low=args.epsilon, epsilon_high=args.epsilon_high or args.epsilon,
                     beta=args.beta, ref_logprobs=ref_logprobs[rows] if ref_logprobs is not None else None,
                     use_bias_correction_kl=args.use_bias_correction_kl,
                     num_items_in_batch=float(tokens_everywhere.clamp(min=1)) / accelerator.num_processes,
                     max_completion_length=config.agent.limits.max_total_tokens,
                     gradient_accumulation_steps=args.gradient_accumulation_steps,
+                    importance_weights=importance,
                 )
                 # grpo_loss already normalises for accumulation, as TRL does; accelerate divides by it again
                 accelerator.backward(loss * weight * args.gradient_accumulation_steps)
@@ -190,13 +214,25 @@ def optimize(accelerator, model, optimizer, scheduler, batch: TrajectoryBatch, r
                     gap = (logprobs.detach() - micro.old_logprobs).abs() * mask
                     stats["logprob_mismatch/mean"] = gap.sum() / mask.sum().clamp(min=1)
                     stats["logprob_mismatch/max"] = gap.max()
+                    if importance is not None:
+                        values = importance[:, 0] if importance.size(1) == 1 else importance[mask.bool()]
+                        stats |= {f"sampling/importance_sampling_ratio/{name}": getattr(values, name)() for name in ("mean", "min", "max")}
                 for name, value in stats.items():
                     totals.setdefault(name, []).append(float(value.detach()))
-    summary = {name: (max(values) if name.endswith("/max") else sum(values) / len(values)) for name, values in totals.items()}
+    summary = {name: aggregate(name, values) for name, values in totals.items()}
     summary["skipped"] = float(skipped_steps)
     if skipped_steps:
         summary["reason"] = "non-finite gradient"
     return summary
+
+
+def aggregate(name: str, values: list[float]) -> float:
+    """A step's value of a metric logged per micro-batch: the extreme for /max and /min, else the mean."""
+    if name.endswith("/max"):
+        return max(values)
+    if name.endswith("/min"):
+        return min(values)
+    return sum(values) / len(values)
 
 
 def split_evenly(items: list[int], parts: int) -> list[list[int]]:
@@ -208,6 +244,16 @@ def split_evenly(items: list[int], parts: int) -> list[list[int]]:
         chunks.append(items[start:end])
         start = end
     return chunks
+
+
+def rollout_backend(policy: Policy, model, agent, seed: int):
+    """The default: a transformers backend generating with the very module being trained (no copy). With a vllm:
+    requester, a vLLM engine loaded from the same weights, which the trainer updates after every step."""
+    if policy.rollout_engine == "vllm":
+        from agents.backends.vllm_local import VLLMBackend
+
+        return VLLMBackend.load(policy.weights, **{**agent.backends.options_for("vllm"), "seed": seed})
+    return TransformersBackend(model, policy.tokenizer, name=policy.spec, max_batch_size=agent.backends.max_batch_size, seed=seed)
 
 
 def stop_if_backends_fail(accelerator, states: list[AgentState], failed: torch.Tensor) -> None:

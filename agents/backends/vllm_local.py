@@ -7,10 +7,14 @@ in the same engine step. Token ids and log-probabilities come straight from the 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from agents.backends.base import Backend, Generation, GenerationRequest
 from agents.backends.batching import BatchingQueue
 from agents.errors import DuetError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class VLLMBackend(Backend):
@@ -33,6 +37,13 @@ class VLLMBackend(Backend):
 
         engine_options = {"logits_processors": [TemperedLogSoftmax], "logprobs_mode": "processed_logits", **engine_options}
         return cls(LLM(model=source, seed=seed, **engine_options), source, max_batch_size=max_batch_size)
+
+    def load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> None:
+        """Replace the engine's weights in place (training pushes the updated policy after each step), through vLLM's
+        public API: LLM.collective_rpc calls every worker's `reload_weights`, which takes checkpoint-named tensors,
+        and the prefix cache, whose keys and values the old weights computed, is emptied."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights), "is_checkpoint_format": True})
+        self.llm.reset_prefix_cache()
 
     async def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         return await self._queue.submit(requests)
