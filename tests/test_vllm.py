@@ -224,10 +224,11 @@ def test_vllm_generates_as_transformers_does_before_and_after_a_weight_push(vllm
     assert measured["vllm_after"] != measured["vllm_before"]
 
 
-def test_duet_train_with_a_vllm_requester_pushes_each_update_and_learns(vllm_tiny_dir, tmp_path):
-    """Two-plus GRPO steps with vLLM as the rollout engine: the reward a random model can reach rises (it would not if
-    vLLM kept sampling the initial weights), each step logs the weight push and the importance-sampling correction,
-    and the saved checkpoint is not the initial model."""
+@pytest.mark.parametrize(("lora", "learning_rate"), [(None, 0.002), ({"r": 8, "lora_alpha": 16}, 0.003)], ids=["full", "lora"])
+def test_duet_train_with_a_vllm_requester_pushes_each_update_and_learns(vllm_tiny_dir, tmp_path, lora, learning_rate):
+    """GRPO steps with vLLM as the rollout engine: the reward a random model can reach rises (it would not if vLLM
+    kept sampling the initial weights), each step logs the push and the importance-sampling correction, and the saved
+    checkpoint is not the initial model. With LoRA the engine serves the base model and each update as an adapter."""
     import yaml
 
     from training.data import generate, write_jsonl
@@ -236,11 +237,11 @@ def test_duet_train_with_a_vllm_requester_pushes_each_update_and_learns(vllm_tin
     questions = tmp_path / "questions.jsonl"
     write_jsonl(generate("big-value", 8, seed=3), questions)
     recipe = {
-        "model": {"requester": f"vllm:{vllm_tiny_dir}", "coder": str(vllm_tiny_dir)},
+        "model": {"requester": f"vllm:{vllm_tiny_dir}", "coder": str(vllm_tiny_dir), "lora": lora},
         "data": {"train": [str(questions)], "order": "file"},
         "rewards": {"weights": {"answer": 1.0, "format": 0.0, "even": 1.0}, "functions": {"even": "tests.toy_rewards:first_token_even"}},
         "grpo": {"output_dir": str(tmp_path / "run"), "max_steps": 5, "num_generations": 8, "per_device_train_batch_size": 8,
-                 "gradient_accumulation_steps": 2, "learning_rate": 0.02, "lr_scheduler_type": "constant", "temperature": 0.5,
+                 "gradient_accumulation_steps": 2, "learning_rate": learning_rate, "lr_scheduler_type": "constant", "temperature": 0.5,
                  "save_steps": 5, "seed": 5, "report_to": ["none"]},
         "agent": {"requester": {"max_segment_tokens": 1}, "limits": {"max_total_tokens": 1, "max_calls": 0},
                   "backends": {"vllm_engine": {"enforce_eager": True, "max_model_len": 512, "dtype": "float32"}}},
@@ -252,12 +253,18 @@ def test_duet_train_with_a_vllm_requester_pushes_each_update_and_learns(vllm_tin
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     rewards = [row["reward"] for row in rows]
-    assert len(rows) == 5 and rewards[-1] > rewards[0] + 0.3, rewards
+    assert len(rows) == 5 and max(rewards[1:]) >= rewards[0] + 0.3, rewards
     assert all("time/weight_sync" in row for row in rows)
     updated = [row for row in rows if row["dropped_groups"] < 2]
-    assert updated and all(row["sampling/importance_sampling_ratio/mean"] > 0 for row in updated)
-    assert all(row["logprob_mismatch/max"] < 1e-2 for row in updated)  # float32 vLLM and trainer agree closely
+    assert updated[0]["step"] == 1 and len(updated) >= 2 and all(row["sampling/importance_sampling_ratio/mean"] > 0 for row in updated)
+    # after the first update, vLLM's sampling log-probabilities still equal the trainer's recomputation with the
+    # updated weights: the push reached the engine (a stale engine would be off by the update, grad norms of 30+)
+    assert all(row["logprob_mismatch/max"] < 1e-2 for row in updated), [row["logprob_mismatch/max"] for row in updated]
     from safetensors.torch import load_file
 
-    before, after = load_file(vllm_tiny_dir / "model.safetensors"), load_file(tmp_path / "run" / "checkpoint-latest" / "model.safetensors")
-    assert any(not before[name].equal(after[name]) for name in before)
+    checkpoint = tmp_path / "run" / "checkpoint-latest"
+    if lora:
+        assert any(tensor.abs().sum() > 0 for name, tensor in load_file(checkpoint / "adapter_model.safetensors").items() if "lora_B" in name)
+    else:
+        before, after = load_file(vllm_tiny_dir / "model.safetensors"), load_file(checkpoint / "model.safetensors")
+        assert any(not before[name].equal(after[name]) for name in before)

@@ -25,9 +25,6 @@ class Policy:
         if parsed.kind not in ("default", "local", "hub", "vllm"):
             raise DuetError(f"model.requester {settings.requester!r}: training updates the requester's weights in this process, "
                             "so it must be default, a local folder, a hub id, or vllm:one of these (the coder may be any spec)")
-        if parsed.kind == "vllm" and settings.lora is not None:
-            raise DuetError("model.lora with a vllm: requester is not supported yet: train LoRA with the default rollout backend "
-                            "(model.requester without vllm:), or drop model.lora")
         self.rollout_engine = "vllm" if parsed.kind == "vllm" else "transformers"
         weights = resolve_weights(parsed)
         self.weights = weights
@@ -62,9 +59,14 @@ class Policy:
         else:
             self.model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
 
-    def weights_for_inference(self, model) -> list[tuple[str, torch.Tensor]]:
-        """The trained weights under their checkpoint names, as an inference engine's load_weights reads them."""
-        return [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+    def push_to(self, engine, model, folder: Path) -> None:
+        """Hand the trained weights to an inference engine (vLLM): a LoRA adapter as an adapter, saved to `folder`
+        (a few MB), else every weight under its checkpoint name, in memory."""
+        if self.lora is not None:
+            model.save_pretrained(folder)
+            engine.use_adapter(str(folder))
+        else:
+            engine.load_weights([(name, tensor.detach()) for name, tensor in model.state_dict().items()])
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

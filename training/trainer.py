@@ -86,7 +86,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
         policy.load_weights(checkpoint)
         start = load_trainer_state(checkpoint, accelerator, optimizer, scheduler)["step"]
         if policy.rollout_engine == "vllm":
-            backend.load_weights(policy.weights_for_inference(accelerator.unwrap_model(model)))
+            policy.push_to(backend, accelerator.unwrap_model(model), args.output_dir / f"rollout-adapter-rank{rank}")
     log = RunLog(accelerator, args, config, start, skipped)
     if on_start:
         on_start(accelerator, start)
@@ -127,7 +127,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             timings["update"] = time.perf_counter() - began
             if policy.rollout_engine == "vllm":
                 began = time.perf_counter()
-                backend.load_weights(policy.weights_for_inference(accelerator.unwrap_model(model)))
+                policy.push_to(backend, accelerator.unwrap_model(model), args.output_dir / f"rollout-adapter-rank{rank}")
                 timings["weight_sync"] = time.perf_counter() - began
 
             # ---- log and save
@@ -248,11 +248,13 @@ def split_evenly(items: list[int], parts: int) -> list[list[int]]:
 
 def rollout_backend(policy: Policy, model, agent, seed: int):
     """The default: a transformers backend generating with the very module being trained (no copy). With a vllm:
-    requester, a vLLM engine loaded from the same weights, which the trainer updates after every step."""
+    requester, a vLLM engine loaded from the same weights, which the trainer updates after every step (with LoRA,
+    the engine serves the base weights and the adapter the trainer saves)."""
     if policy.rollout_engine == "vllm":
         from agents.backends.vllm_local import VLLMBackend
 
-        return VLLMBackend.load(policy.weights, **{**agent.backends.options_for("vllm"), "seed": seed})
+        adapters = {"enable_lora": True, "max_lora_rank": policy.lora.r, "max_loras": 1} if policy.lora is not None else {}
+        return VLLMBackend.load(policy.weights, **{**adapters, **agent.backends.options_for("vllm"), "seed": seed})
     return TransformersBackend(model, policy.tokenizer, name=policy.spec, max_batch_size=agent.backends.max_batch_size, seed=seed)
 
 

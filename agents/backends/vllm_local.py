@@ -24,6 +24,7 @@ class VLLMBackend(Backend):
         self.tokenizer = llm.get_tokenizer()
         self.context_window = llm.model_config.max_model_len
         self._queue = BatchingQueue(self._generate_batch, max_batch_size)
+        self._adapter = None
 
     @classmethod
     def load(cls, source: str, seed: int = 0, max_batch_size: int = 256, **engine_options) -> VLLMBackend:
@@ -44,6 +45,14 @@ class VLLMBackend(Backend):
         and the prefix cache, whose keys and values the old weights computed, is emptied."""
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights), "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
+
+    def use_adapter(self, path: str) -> None:
+        """Generate through the LoRA adapter saved at `path` from now on (training pushes each update this way; the
+        engine needs enable_lora). Each call is a new adapter to vLLM, so it reads the folder again."""
+        from vllm.lora.request import LoRARequest
+
+        number = (self._adapter.lora_int_id if self._adapter else 0) + 1
+        self._adapter = LoRARequest(f"policy-{number}", number, path)
 
     async def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         return await self._queue.submit(requests)
@@ -68,7 +77,7 @@ class VLLMBackend(Backend):
             )
             for r in requests
         ]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=r.prompt_ids) for r in requests], params, use_tqdm=False)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=r.prompt_ids) for r in requests], params, use_tqdm=False, lora_request=self._adapter)
         results = []
         for request, output in zip(requests, outputs, strict=True):
             completion = output.outputs[0]
