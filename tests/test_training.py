@@ -85,6 +85,18 @@ def test_equal_reward_groups_are_dropped_and_counted(tmp_path, tiny_dir, questio
     assert rows[0]["dropped_groups"] == 2 and rows[0]["frac_reward_zero_std"] == 1.0 and rows[0]["skipped"] == 1.0
 
 
+def test_training_in_the_inline_mode_loads_no_coder_and_the_checkpoint_remembers_it(tmp_path, tiny_dir, questions):
+    """The coder named here cannot be reached, so the run would stop at once if the inline mode loaded it."""
+    from agents.models import trained_requester_settings
+
+    config = recipe(tmp_path, tiny_dir, questions, grpo={"max_steps": 1})
+    config["model"]["coder"] = "openai:http://127.0.0.1:1/v1#coder"
+    config["agent"]["requester"] = {**config["agent"]["requester"], "mode": "inline"}
+    rows = run(config)
+    assert [row["step"] for row in rows] == [1] and rows[0]["error_rate"] == 0.0
+    assert trained_requester_settings(str(Path(config["grpo"]["output_dir"]) / "checkpoint-latest"))["mode"] == "inline"
+
+
 def test_a_reward_schedule_reaches_the_update(tmp_path, tiny_dir, questions):
     """The weight moves from 1 to 0 over two steps: each rollout's reward is that step's weight times its component,
     and at weight 0 every group has equal rewards, so the update sees the schedule (nothing left to learn)."""
