@@ -156,4 +156,4 @@ def test_importance_weights_scale_the_surrogate_but_not_the_kl():
     ratio = torch.exp(logprobs - old)
     surrogate = -torch.min(ratio * 0.8, ratio.clamp(0.8, 1.2) * 0.8)
     kl = torch.exp(ref - logprobs) - (ref - logprobs) - 1
-    assert float(weighted) == pytest.approx(float((surrogate * weights + 0.1 * kl).mean()))
+    assert weighted.item() == pytest.approx((surrogate * weights + 0.1 * kl).mean().item())
