@@ -97,6 +97,48 @@ def test_training_in_the_inline_mode_loads_no_coder_and_the_checkpoint_remembers
     assert trained_requester_settings(str(Path(config["grpo"]["output_dir"]) / "checkpoint-latest"))["mode"] == "inline"
 
 
+def test_a_vllm_engine_sleeps_through_each_update_and_wakes_for_the_push(tmp_path, tiny_dir, questions, monkeypatch):
+    """The order the trainer drives a vllm: rollout engine in, with sleep mode: rollouts, sleep (its memory freed for
+    the update), wake, push the new weights, and never a generation while asleep. The engine here stands in for vLLM
+    (it generates with the trained module itself), so the order is checked without a GPU."""
+    import training.trainer as trainer
+    from agents.backends.transformers_local import TransformersBackend
+
+    events = []
+
+    class RecordingEngine(TransformersBackend):
+        asleep = False
+
+        async def generate(self, requests):
+            assert not self.asleep, "generated while asleep"
+            events.append("generate")
+            return await super().generate(requests)
+
+        def sleep(self, keep_weights):
+            self.asleep = True
+            events.append(f"sleep keep_weights={keep_weights}")
+
+        def wake_up(self):
+            self.asleep = False
+            events.append("wake_up")
+
+        def load_weights(self, weights):
+            events.append(f"load_weights {len(weights)}")
+
+    def recording_backend(policy, model, agent, seed, sleep_mode=False):
+        assert policy.rollout_engine == "vllm" and sleep_mode
+        return RecordingEngine(model, policy.tokenizer, name="recording", seed=seed)
+
+    monkeypatch.setattr(trainer, "rollout_backend", recording_backend)
+    config = recipe(tmp_path, tiny_dir, questions, grpo={"max_steps": 2, "vllm_enable_sleep_mode": True})
+    config["model"]["requester"] = f"vllm:{tiny_dir}"
+    rows = run(config)
+    assert len(rows) == 2 and all("time/weight_sync" in row for row in rows)
+    steps = [event for event in events if event != "generate"]
+    assert steps[:3] == steps[3:] and steps[0] == "sleep keep_weights=False" and steps[1] == "wake_up" and steps[2].startswith("load_weights ")
+    assert events[0] == "generate" and events.index("sleep keep_weights=False") > 0
+
+
 def test_a_reward_schedule_reaches_the_update(tmp_path, tiny_dir, questions):
     """The weight moves from 1 to 0 over two steps: each rollout's reward is that step's weight times its component,
     and at weight 0 every group has equal rewards, so the update sees the schedule (nothing left to learn)."""

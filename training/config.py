@@ -106,6 +106,7 @@ class GRPOSettings(TrainingArguments):
     temperature: float = Field(1.0, gt=0, description="rollout sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1)
     drop_equal_reward_groups: bool = Field(True, description="skip groups whose rewards are all equal (published recipe)")
+    vllm_enable_sleep_mode: bool = Field(False, description="with a vllm: requester on a GPU, free the engine's memory during the update")
     vllm_importance_sampling_correction: bool = Field(True, description="with a vllm: requester, correct for vLLM's and the trainer's numbers differing")
     vllm_importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = "sequence_mask"
     vllm_importance_sampling_clip_min: float | None = Field(None, ge=0)

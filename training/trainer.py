@@ -72,7 +72,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
     agent.requester.temperature, agent.requester.top_p = args.temperature, args.top_p
     agent.backends.device = str(accelerator.device)  # a local coder sits beside this process's policy
     trained_for(agent.requester, policy)
-    backend = rollout_backend(policy, accelerator.unwrap_model(model), agent, args.seed + rank)
+    backend = rollout_backend(policy, accelerator.unwrap_model(model), agent, args.seed + rank, args.vllm_enable_sleep_mode)
     team = Team(policy.spec, config.model.coder, agent, requester_backend=backend)
     graph = team.graph()
     scorer = RewardScorer(config.rewards)
@@ -103,6 +103,9 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             model.eval()
             group, states = loop.run_until_complete(rollout_groups(graph, agent, step_rows, args.num_generations, args.seed, step))
             timings["rollout"] = time.perf_counter() - began
+            sleeping = policy.rollout_engine == "vllm" and args.vllm_enable_sleep_mode
+            if sleeping:
+                backend.sleep(keep_weights=policy.lora is not None)
 
             # ---- rewards and advantages
             verdicts, components = loop.run_until_complete(scorer.components(group, states))
@@ -127,6 +130,8 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             timings["update"] = time.perf_counter() - began
             if policy.rollout_engine == "vllm":
                 began = time.perf_counter()
+                if sleeping:
+                    backend.wake_up()
                 policy.push_to(backend, accelerator.unwrap_model(model), args.output_dir / f"rollout-adapter-rank{rank}")
                 timings["weight_sync"] = time.perf_counter() - began
 
@@ -246,15 +251,16 @@ def split_evenly(items: list[int], parts: int) -> list[list[int]]:
     return chunks
 
 
-def rollout_backend(policy: Policy, model, agent, seed: int):
+def rollout_backend(policy: Policy, model, agent, seed: int, sleep_mode: bool = False):
     """The default: a transformers backend generating with the very module being trained (no copy). With a vllm:
     requester, a vLLM engine loaded from the same weights, which the trainer updates after every step (with LoRA,
     the engine serves the base weights and the adapter the trainer saves)."""
     if policy.rollout_engine == "vllm":
         from agents.backends.vllm_local import VLLMBackend
 
-        adapters = {"enable_lora": True, "max_lora_rank": policy.lora.r, "max_loras": 1} if policy.lora is not None else {}
-        return VLLMBackend.load(policy.weights, **{**adapters, **agent.backends.options_for("vllm"), "seed": seed})
+        engine = {"enable_lora": True, "max_lora_rank": policy.lora.r, "max_loras": 1} if policy.lora is not None else {}
+        engine |= {"enable_sleep_mode": True} if sleep_mode else {}
+        return VLLMBackend.load(policy.weights, **{**engine, **agent.backends.options_for("vllm"), "seed": seed})
     return TransformersBackend(model, policy.tokenizer, name=policy.spec, max_batch_size=agent.backends.max_batch_size, seed=seed)
 
 

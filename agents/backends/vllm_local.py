@@ -46,6 +46,15 @@ class VLLMBackend(Backend):
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights), "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
 
+    def sleep(self, keep_weights: bool) -> None:
+        """Free the engine's GPU memory while the trainer updates (needs enable_sleep_mode): level 1 keeps the weights
+        in CPU memory (a LoRA run pushes only adapters, so the base must survive), level 2 drops them, since the
+        trainer pushes them all again."""
+        self.llm.sleep(level=1 if keep_weights else 2)
+
+    def wake_up(self) -> None:
+        self.llm.wake_up()
+
     def use_adapter(self, path: str) -> None:
         """Generate through the LoRA adapter saved at `path` from now on (training pushes each update this way; the
         engine needs enable_lora). Each call is a new adapter to vLLM, so it reads the folder again."""
