@@ -10,12 +10,12 @@ the parsers return what they could find and a list of problems, and never raise.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
 Mode = Literal["request", "inline"]
-MODES: tuple[Mode, ...] = ("request", "inline")
+MODES: tuple[Mode, ...] = get_args(Mode)
 REQUEST_OPEN = "<request>"
 REQUEST_CLOSE = "</request>"
 CODE_OPEN = "<code>"

@@ -7,12 +7,13 @@ import json
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from agents.errors import DuetError
+from agents.protocol import Mode
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -23,7 +24,7 @@ CoderOpt = Annotated[str, typer.Option("--coder", "-c", help="Model spec of the 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of AgentConfig settings.")]
 MaxCallsOpt = Annotated[Optional[int], typer.Option("--max-calls", help="Requests allowed per question.")]
 ModeOpt = Annotated[
-    Optional[Literal["request", "inline"]],
+    Optional[Mode],
     typer.Option("--mode",
                  help="request: ask the coder in plain language; inline: the requester writes the code itself (no coder). Default: as the checkpoint was trained, else request."),
 ]
