@@ -242,10 +242,8 @@ def data_filter(
 ) -> None:
     """Sample the requester k times per question; drop what it always solves; order the rest easy to hard."""
     from graph.build import Team
-    from graph.run import run_question
     from training.data import load_rows, write_jsonl
-    from training.difficulty import filter_and_order, measure_pass_rates, save_pass_rates
-    from training.rewards import acheck_answer
+    from training.difficulty import filter_and_order, graph_answerer, measure_pass_rates, save_pass_rates
 
     try:
         settings = agent_config(config, None, mode)
@@ -254,15 +252,10 @@ def data_filter(
         team = Team(requester, coder, settings)
     except DuetError as error:
         fail(str(error))
-    graph = team.graph()
-
-    async def solve(row: dict) -> bool:
-        state = await run_question(graph, row["question"], settings)
-        return (await acheck_answer(row, state.answer)).correct
 
     async def measure():
         try:
-            return await measure_pass_rates(rows, solve, k)
+            return await measure_pass_rates(rows, graph_answerer(team.graph(), settings), k)
         finally:
             await team.aclose()
 

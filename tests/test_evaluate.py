@@ -11,7 +11,7 @@ from graph.build import build_graph
 from graph.config import AgentConfig
 from tests.scripted import ScriptedBackend
 from training.data import write_jsonl
-from training.difficulty import filter_and_order, measure_pass_rates
+from training.difficulty import filter_and_order, graph_answerer, measure_pass_rates
 from training.answers import Verdict
 from training.evaluate import EvalConfig, Record, compare_table, evaluate, markdown_table, read_records, reproduce_command, summarize, write_report
 
@@ -115,12 +115,33 @@ def test_filter_drops_always_solved_and_orders_easy_to_hard():
 
 async def test_pass_rates_count_k_attempts_per_question():
     rows = [{"id": "easy"}, {"id": "half"}, {"id": "never"}]
-    tries = {"easy": iter([True] * 4), "half": iter([True, False, True, False]), "never": iter([False] * 4)}
+    rules = {"easy": lambda attempt: True, "half": lambda attempt: attempt % 2 == 0, "never": lambda attempt: False}
 
-    async def solve(row):
-        return next(tries[row["id"]])
+    async def solve(row, attempt):
+        return rules[row["id"]](attempt)
 
     assert await measure_pass_rates(rows, solve, k=4) == {"easy": 1.0, "half": 0.5, "never": 0.0}
+
+
+async def test_each_attempt_at_a_question_samples_with_its_own_seed():
+    """k attempts with one seed would draw the same tokens k times: every pass rate would be 0 or 1."""
+    from graph.config import AgentConfig
+
+    seen = []
+
+    class Graph:
+        async def ainvoke(self, values, config):
+            seen.append((values["question"], values["seed"]))
+            return {"question": values["question"], "answer": "7", "status": "answered"}
+
+    solve = graph_answerer(Graph(), AgentConfig())
+    rows = [{"id": "a", "question": "q?", "answer": "7"}, {"id": "b", "question": "q?", "answer": "7"}]
+    assert await measure_pass_rates(rows, solve, k=3) == {"a": 1.0, "b": 1.0}
+    first = list(seen)
+    assert len({seed for _, seed in first}) == 6
+    seen.clear()
+    await measure_pass_rates(rows, solve, k=3)
+    assert sorted(seen) == sorted(first)
 
 
 def test_a_record_is_read_off_a_hand_made_run():

@@ -8,19 +8,35 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-Answerer = Callable[[dict], Awaitable[bool]]
+from graph.config import AgentConfig
+from graph.run import run_question
+from graph.seeds import derive_seed
+from training.rewards import acheck_answer
+
+Answerer = Callable[[dict, int], Awaitable[bool]]
 
 
 async def measure_pass_rates(rows: list[dict], solve: Answerer, k: int, concurrency: int = 16) -> dict[str, float]:
     """Share of k attempts at each question that `solve` got right; all attempts run concurrently (bounded)."""
     slots = asyncio.Semaphore(concurrency)
 
-    async def attempt(row: dict) -> bool:
+    async def attempt(row: dict, index: int) -> bool:
         async with slots:
-            return await solve(row)
+            return await solve(row, index)
 
-    results = await asyncio.gather(*(attempt(row) for row in rows for _ in range(k)))
+    results = await asyncio.gather(*(attempt(row, index) for row in rows for index in range(k)))
     return {row["id"]: sum(results[i * k : (i + 1) * k]) / k for i, row in enumerate(rows)}
+
+
+def graph_answerer(graph, config: AgentConfig) -> Answerer:
+    """Runs the graph on a question; each attempt samples with its own seed (named by the question and the attempt),
+    or all k attempts would draw the same tokens and every pass rate would be 0 or 1."""
+
+    async def solve(row: dict, attempt: int) -> bool:
+        state = await run_question(graph, row["question"], config, seed=derive_seed(config.backends.seed, row["id"], attempt))
+        return (await acheck_answer(row, state.answer)).correct
+
+    return solve
 
 
 def filter_and_order(rows: list[dict], pass_rates: dict[str, float]) -> list[dict]:
