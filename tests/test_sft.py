@@ -88,6 +88,41 @@ def test_sft_on_a_trace_file_lowers_the_loss_and_saves_a_requester_without_few_s
     assert team.requester.settings.few_shot is False
 
 
+def test_demonstrations_are_trained_on_with_the_sampled_traces(tmp_path, tiny_dir):
+    """The tiny model never answers right, so without the demonstrations there is nothing to train on."""
+    demonstrations = tmp_path / "demonstrations.jsonl"
+    write_jsonl([{"question": f"What is {n} - 1?", "response": f"<request>subtract 1 from {n}</request>\n<result>\n{n - 1}\n</result>\n\\boxed{{{n - 1}}}"} for n in (5, 9, 14)], demonstrations)
+    data = tmp_path / "questions.jsonl"
+    write_jsonl([{"id": "x", "question": "What is 123456789 * 987654321?", "answer": "121932631112635269"}], data)
+    config = load_config(SFTRunConfig, None, {
+        "model": {"requester": str(tiny_dir), "coder": str(tiny_dir)},
+        "data": {"train": [str(data)]},
+        "traces": {"samples_per_question": 2, "temperatures": [1.0], "demonstrations": str(demonstrations), "save_to": str(tmp_path / "kept.jsonl")},
+        "sft": {"output_dir": str(tmp_path / "sft"), "num_train_epochs": 2, "per_device_train_batch_size": 2, "report_to": ["none"]},
+        "agent": {"requester": {"max_segment_tokens": 8}, "limits": {"max_total_tokens": 8}},
+    })
+    assert run_sft(config).is_symlink()
+    assert (tmp_path / "kept.jsonl").read_text() == ""  # the sampled runs kept nothing; save_to holds only those
+    steps = [json.loads(line)["step"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # three demonstrations in batches of two, twice
+
+
+def test_a_missing_demonstrations_file_stops_sft_before_any_sampling(tmp_path, tiny_dir):
+    from agents.errors import DuetError
+
+    data = tmp_path / "questions.jsonl"
+    write_jsonl([{"id": "x", "question": "What is 1 + 1?", "answer": "2"}], data)
+    config = load_config(SFTRunConfig, None, {
+        "model": {"requester": str(tiny_dir), "coder": str(tiny_dir)},
+        "data": {"train": [str(data)]},
+        "traces": {"demonstrations": str(tmp_path / "absent.jsonl"), "save_to": str(tmp_path / "kept.jsonl")},
+        "sft": {"output_dir": str(tmp_path / "sft"), "report_to": ["none"]},
+    })
+    with pytest.raises(DuetError, match="absent.jsonl"):
+        run_sft(config)
+    assert not (tmp_path / "kept.jsonl").exists()
+
+
 def test_sft_without_any_kept_trace_says_what_to_do(tmp_path, tiny_dir):
     from agents.errors import DuetError
 

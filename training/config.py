@@ -142,6 +142,11 @@ class TraceSettings(Strict):
     answer is right and, with require_request, it asked at least once (rejection sampling)."""
 
     file: Path | None = Field(None, description="a JSONL of traces to train on instead of sampling them")
+    demonstrations: Path | None = Field(
+        None,
+        description="hand-written traces trained on together with the sampled ones (or the file): a few showing steps "
+        "the model never gets right by itself give GRPO something to explore from",
+    )
     teacher: str | None = None
     samples_per_question: int = Field(4, ge=1)
     temperatures: list[float] = Field(default_factory=lambda: [0.7, 1.0], min_length=1)

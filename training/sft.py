@@ -49,7 +49,9 @@ def run_sft(config: SFTRunConfig) -> Path:
     console = Console(stderr=True)
     policy = Policy(config.model, device=accelerator.device)
 
-    # ---- traces: sampled through the graph (each process its share of the questions), or read from a file
+    # ---- traces: sampled through the graph (each process its share of the questions), or read from a file; the
+    # demonstrations are read first, so a broken file stops the run before the sampling
+    demonstrations = [] if config.traces.demonstrations is None else read_traces(config.traces.demonstrations)
     if config.traces.file is not None:
         traces = read_traces(config.traces.file)
     else:
@@ -58,9 +60,10 @@ def run_sft(config: SFTRunConfig) -> Path:
         traces = [t for part in gather_object([collect_traces(config, policy, mine)]) for t in part]
         if config.traces.save_to is not None and accelerator.is_main_process:
             write_jsonl(traces, config.traces.save_to)
+    traces += demonstrations
     if not traces:
         raise DuetError("no traces to train on: no sampled run was right (and asked, with traces.require_request); "
-                        "sample more (traces.samples_per_question, temperatures), use a teacher, or give traces.file")
+                        "sample more (traces.samples_per_question, temperatures), use a teacher, or give traces.file or traces.demonstrations")
     if accelerator.is_main_process:
         console.print(f"training on {len(traces)} traces of {len({t['question'] for t in traces})} questions", highlight=False)
 
