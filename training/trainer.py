@@ -73,6 +73,8 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
     agent.backends.device = str(accelerator.device)  # a local coder sits beside this process's policy
     trained_for(agent.requester, policy)
     backend = rollout_backend(policy, accelerator.unwrap_model(model), agent, args.seed + rank, args.vllm_enable_sleep_mode)
+    adapter_folder = args.output_dir / f"rollout-adapter-rank{rank}"
+    sleeping = policy.rollout_engine == "vllm" and args.vllm_enable_sleep_mode
     team = Team(policy.spec, config.model.coder, agent, requester_backend=backend)
     graph = team.graph()
     scorer = RewardScorer(config.rewards)
@@ -86,7 +88,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
         policy.load_weights(checkpoint)
         start = load_trainer_state(checkpoint, accelerator, optimizer, scheduler)["step"]
         if policy.rollout_engine == "vllm":
-            policy.push_to(backend, accelerator.unwrap_model(model), args.output_dir / f"rollout-adapter-rank{rank}")
+            policy.push_to(backend, accelerator.unwrap_model(model), adapter_folder)
     log = RunLog(accelerator, args, config, start, skipped)
     if on_start:
         on_start(accelerator, start)
@@ -103,7 +105,6 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             model.eval()
             group, states = loop.run_until_complete(rollout_groups(graph, agent, step_rows, args.num_generations, args.seed, step))
             timings["rollout"] = time.perf_counter() - began
-            sleeping = policy.rollout_engine == "vllm" and args.vllm_enable_sleep_mode
             if sleeping:
                 backend.sleep(keep_weights=policy.lora is not None)
 
@@ -132,7 +133,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
                 began = time.perf_counter()
                 if sleeping:
                     backend.wake_up()
-                policy.push_to(backend, accelerator.unwrap_model(model), args.output_dir / f"rollout-adapter-rank{rank}")
+                policy.push_to(backend, accelerator.unwrap_model(model), adapter_folder)
                 timings["weight_sync"] = time.perf_counter() - began
 
             # ---- log and save
