@@ -16,8 +16,8 @@ from agents.errors import DuetError
 from agents.protocol import Mode
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 RequesterOpt = Annotated[str, typer.Option("--requester", "-r", help="Model spec of the requester (see README: model specs).")]
 CoderOpt = Annotated[str, typer.Option("--coder", "-c", help="Model spec of the coder: default, PATH, ORG/NAME, openai:URL#NAME, vllm:PATH.")]
@@ -44,7 +44,7 @@ def warn_about_isolation() -> None:
 
     warning = detect_isolation().warning
     if warning and os.environ.get("RANK", "0") == "0":
-        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False)
 
 
 def agent_config(config: Path | None, max_calls: int | None, mode: str | None = None):

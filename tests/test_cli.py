@@ -122,13 +122,12 @@ def test_a_weak_sandbox_is_announced_in_one_line_when_a_command_starts(monkeypat
     """ask, chat, eval and data filter read their settings through agent_config; train and sft warn the same way."""
     import io
 
-    from rich.console import Console
-
     import duet.cli
     from agents.sandbox import isolation
 
     shown = io.StringIO()
-    monkeypatch.setattr(duet.cli, "err_console", Console(file=shown, width=60))
+    monkeypatch.setattr(duet.cli.err_console, "file", shown)
+    monkeypatch.setattr(duet.cli.err_console, "width", 60)
     monkeypatch.setattr(isolation, "detect_isolation", lambda: isolation.host_isolation(root=False))
     duet.cli.agent_config(None, None)
     lines = shown.getvalue().strip().splitlines()

@@ -34,7 +34,7 @@ class RunLog:
         self.rollouts_path.parent.mkdir(parents=True, exist_ok=True)
         self.history = _cut_after(self.metrics_path, start_step) if self.main else []
         _cut_after(self.rollouts_path, start_step)
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, soft_wrap=True)
         self.progress = None
         if self.main:
             if skipped_rows:

@@ -46,7 +46,7 @@ def run_sft(config: SFTRunConfig) -> Path:
 
     args = config.sft
     accelerator = make_accelerator(args, config.agent.backends.device)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     policy = Policy(config.model, device=accelerator.device)
 
     # ---- traces: sampled through the graph (each process its share of the questions), or read from a file; the
