@@ -50,8 +50,11 @@ UNCLOSED_REQUEST, STRAY_CLOSE, NESTED_REQUESTS, SECOND_REQUEST, EMPTY_REQUEST = 
 UNCLOSED_BOX = "\\boxed{ was never closed"
 EMPTY_ANSWER = "the boxed answer is empty"
 TEXT_AFTER_ANSWER = "text after the answer was ignored"
+SEVERAL_ANSWERS = "more than one \\boxed{} answer; the last was judged"
 NOTHING = "no tool call and no \\boxed{} answer"
-FORMAT_VIOLATIONS = frozenset({*(p for mode in MODES for p in tag_problems(mode).values()), UNCLOSED_BOX, EMPTY_ANSWER, TEXT_AFTER_ANSWER})
+FORMAT_VIOLATIONS = frozenset(
+    {*(p for mode in MODES for p in tag_problems(mode).values()), UNCLOSED_BOX, EMPTY_ANSWER, TEXT_AFTER_ANSWER, SEVERAL_ANSWERS}
+)
 
 
 class RequesterTurn(BaseModel):
@@ -114,6 +117,11 @@ def inline_code(body: str) -> str | None:
     if "```" in body:
         return extract_code(body)
     return body.strip("\n") if body.strip() else None
+
+
+def count_boxed(text: str) -> int:
+    """How many \\boxed{ a text opens: a well-formed trajectory has exactly one, its answer."""
+    return text.count(BOXED)
 
 
 def extract_boxed(text: str) -> str | None:

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.backends.base import Backend, Generation, GenerationRequest, SamplingParams, TextCallback
 from agents.errors import DuetError
 from agents.protocol import Mode, requester_stops
+from agents.tokenizing import encode_text
 from prompts import load_examples, load_text
 
 
@@ -53,8 +54,9 @@ class Requester:
         return float("inf") if window is None else window - len(context_ids)
 
     def encode_inserted(self, text: str) -> list[int]:
-        """Tokenize text the requester did not write (a result) exactly once, when it enters the trajectory."""
-        return self.backend.tokenizer.encode(text, add_special_tokens=False)
+        """Tokenize text the requester did not write (a result) exactly once, when it enters the trajectory, as text:
+        a program that prints a control-token string cannot end the requester's turn."""
+        return encode_text(self.backend.tokenizer, text)
 
     def visible_text(self, token_ids: list[int]) -> str:
         """What the parsers read: the segment without special tokens such as end-of-turn."""

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from langgraph.config import get_stream_writer
 
 from agents.coder import Coder
-from agents.protocol import extract_code, format_result, parse_requester_segment
+from agents.protocol import SEVERAL_ANSWERS, count_boxed, extract_code, format_result, parse_requester_segment
 from agents.requester import Requester
 from agents.sandbox import Sandbox
 from graph.config import AgentConfig
@@ -20,6 +20,7 @@ from graph.seeds import derive_seed
 from graph.state import AgentState, Call, CodeAttempt, Exchange, Segment, Trajectory
 
 Node = Callable[[AgentState], Awaitable[dict]]
+CUT_OFF = "the requester's segment ran out of tokens"
 
 
 def guarded(node: Node) -> Node:
@@ -76,11 +77,15 @@ def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
                 return {**update, "calls": [*state.calls, Call(request=turn.request)]}
             emit({"event": "code", "text": turn.code or turn.request, "attempt": 1})
             return {**update, "calls": [*state.calls, Call(request=turn.request, attempts=[own_program(turn.code)])]}
+        if generation.finish_reason == "length":  # cut off, whatever it wrote: a box in it is not taken as the answer
+            return {**update, "status": "limit", "problems": [*update["problems"], CUT_OFF]}
         if turn.kind == "answer":
+            boxes = sum(count_boxed(requester.visible_text(s.token_ids)) for s in trajectory.segments if s.source == "requester")
+            if boxes > 1:
+                update["problems"].append(SEVERAL_ANSWERS)
             emit({"event": "answer", "text": turn.answer})
             return {**update, "answer": turn.answer, "status": "answered"}
-        status = "limit" if generation.finish_reason == "length" else "no_answer"
-        return {**update, "status": status}
+        return {**update, "status": "no_answer"}
 
     return requester_node
 

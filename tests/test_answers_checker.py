@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from training.answer_checker import AnswerChecker
+from training.answer_checker import AnswerChecker, CheckerError
 
 TIMEOUT_S = 2.0
 MARGIN_S = 3.0  # pebble notices an overrun within 0.1 s; the rest is a loaded machine's slack
@@ -117,14 +117,15 @@ def test_closing_stops_the_workers_and_resolves_a_check_in_flight():
         checker.close()
         return await asyncio.wait_for(pending, 5)
 
-    assert asyncio.run(close_while_checking()).reason == "the checker was closed before the check ended"
+    with pytest.raises(CheckerError, match="closed before a check ended"):  # no verdict was reached: not a wrong answer
+        asyncio.run(close_while_checking())
     assert not any(running(worker.pid) for worker in workers)
 
 
 def test_no_worker_outlives_an_interpreter_that_never_closed_its_checker(tmp_path: Path):
     script = textwrap.dedent("""
         import multiprocessing
-        from training.answer_checker import AnswerChecker
+        from training.answer_checker import AnswerChecker, CheckerError
         if __name__ == "__main__":
             checker = AnswerChecker()
             assert checker.check({"answer": "2"}, "2").correct
@@ -138,6 +139,48 @@ def test_no_worker_outlives_an_interpreter_that_never_closed_its_checker(tmp_pat
     assert pids
     time.sleep(0.2)
     assert not any(running(pid) for pid in pids)
+
+
+def test_a_checker_that_cannot_start_is_an_error_that_says_what_to_do_not_a_wrong_answer(tmp_path: Path):
+    """Spawned workers import the calling script again; without a main guard they cannot start."""
+    (tmp_path / "unguarded.py").write_text(textwrap.dedent("""
+        from training.rewards import check_answer
+        print("verdict:", check_answer({"answer": "439847199"}, "439847199"))
+    """))
+    run = subprocess.run([sys.executable, str(tmp_path / "unguarded.py")], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parents[1], env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert run.returncode != 0 and "verdict:" not in run.stdout
+    assert "CheckerError" in run.stderr and 'if __name__ == "__main__":' in run.stderr
+
+
+async def test_a_failed_check_stops_the_evaluation_and_records_no_verdict(tmp_path, monkeypatch):
+    import training.evaluate
+    from agents.errors import DuetError
+    from graph.state import AgentState
+    from training.data import write_jsonl
+    from training.evaluate import EvalConfig, evaluate
+
+    async def broken(row, answer):
+        raise CheckerError("the answer checker could not run (BrokenProcessPool)")
+
+    async def answered(graph, question, config):
+        return AgentState(question=question, answer="2", status="answered")
+
+    monkeypatch.setattr(training.evaluate, "acheck_answer", broken)
+    monkeypatch.setattr("graph.run.run_question", answered)
+    write_jsonl([{"id": "1", "question": "1 + 1?", "answer": "2"}], tmp_path / "q.jsonl")
+
+    class NoTeam:
+        def graph(self, **_):
+            return None
+
+        async def aclose(self):
+            pass
+
+    config = EvalConfig(data=[tmp_path / "q.jsonl"], modes=["alone"])
+    with pytest.raises(DuetError, match="could not run"):
+        await evaluate(config, tmp_path / "out", team=NoTeam())
+    assert (tmp_path / "out" / "records.jsonl").read_text() == ""  # nothing is counted wrong; a resume runs it again
 
 
 async def test_an_evaluation_record_says_why_an_answer_was_wrong():

@@ -17,7 +17,7 @@ from training.evaluate import EvalConfig, Record, compare_table, evaluate, markd
 
 
 def record(**fields) -> Record:
-    base = dict(dataset="d", id="1", mode="coder", question="q", gold="2", answer="2", correct=True, status="answered", requests=1,
+    base = dict(dataset="d", id="1", mode="coder", question="q", gold="2", answer="2", correct=True, status="answered", well_formed=True, requests=1,
                 attempts=1, failed_executions=0, executions=1, calls_with_failure=0, calls_recovered=0, tokens=100, seconds=2.0)
     return Record(**{**base, **fields})
 
@@ -25,20 +25,21 @@ def record(**fields) -> Record:
 def test_metrics_from_hand_made_records():
     records = [
         record(id="1"),
-        record(id="2", correct=False, answer=None, status="no_answer", requests=0, attempts=0, executions=0, tokens=50, seconds=1.0),
-        record(id="3", requests=2, attempts=3, failed_executions=1, executions=3, calls_with_failure=1, calls_recovered=1, tokens=300, seconds=3.0),
+        record(id="2", correct=False, answer=None, status="no_answer", well_formed=False, requests=0, attempts=0, executions=0, tokens=50, seconds=1.0),
+        record(id="3", well_formed=False, requests=2, attempts=3, failed_executions=1, executions=3, calls_with_failure=1, calls_recovered=1, tokens=300, seconds=3.0),
         record(id="4", correct=False, requests=1, attempts=2, failed_executions=2, executions=2, calls_with_failure=1, calls_recovered=0, tokens=150, seconds=2.0),
         record(id="1", mode="alone", correct=False, requests=1, attempts=1, executions=0),
     ]
     coder, alone = summarize(records)[1], summarize(records)[0]
     assert (coder.mode, coder.questions, alone.mode, alone.questions) == ("coder", 4, "alone", 1)
-    assert coder.accuracy == 0.5 and coder.format_rate == 0.75 and coder.asked_rate == 0.75
+    assert coder.accuracy == 0.5 and coder.format_rate == 0.5 and coder.answered_rate == 0.75 and coder.asked_rate == 0.75
+    assert summarize([record(well_formed=None), record(id="2")])[0].format_rate is None  # records that predate it
     assert coder.requests_per_question == 1.0
     assert coder.executor_error_rate == pytest.approx(3 / 6)
     assert coder.recovery_rate == 0.5
     assert coder.tokens_per_question == 150 and coder.seconds_per_question == 2.0
     assert alone.recovery_rate is None and alone.executor_error_rate == 0.0
-    assert "| d | coder | 4 | 50.0% | 75.0% | 0.0% |" in markdown_table(summarize(records))
+    assert "| d | coder | 4 | 50.0% | 50.0% | 75.0% | 0.0% |" in markdown_table(summarize(records))
 
 
 class ScriptedTeam:

@@ -6,6 +6,7 @@ import asyncio
 from agents.coder import Coder
 from agents.requester import Requester
 from agents.sandbox import Sandbox
+from agents.tokenizing import encode_text
 from graph.build import build_graph
 from graph.config import AgentConfig
 from graph.run import run_batch, run_question, stream_question
@@ -30,7 +31,7 @@ def assert_token_exact(state, tokenizer):
     assert sum(trajectory.loss_mask) == trajectory.count("requester")
     for segment in trajectory.segments:
         if segment.source == "inserted":
-            assert tokenizer.encode(segment.text, add_special_tokens=False) == segment.token_ids
+            assert encode_text(tokenizer, segment.text) == segment.token_ids
 
 
 def fenced(code):
@@ -284,3 +285,30 @@ async def test_a_long_chat_leaves_out_its_oldest_exchanges_to_fit_the_context(to
     assert dropped, "the last question's prompt should have needed room"
     last_prompt = tokenizer.decode(requester.prompts[-1])
     assert "question number 4" in last_prompt and "question number 0" not in last_prompt  # the newest exchanges stay
+
+
+async def test_two_boxes_are_a_format_violation_and_the_last_is_judged(tokenizer):
+    from agents.protocol import SEVERAL_ANSWERS
+    from training.rewards import format_reward
+
+    graph, config, _, _ = make_graph(tokenizer, ["Maybe \\boxed{4}, no: \\boxed{5}"])
+    state = await run_question(graph, "q", config)
+    assert state.status == "answered" and state.answer == "5"
+    assert SEVERAL_ANSWERS in state.problems and format_reward({}, state) == 0.0
+
+    graph, config, _, _ = make_graph(tokenizer, ["It is \\boxed{4}. Let me check. <request>add 2 and 2</request>", "Yes, \\boxed{4}"], [fenced("print(4)")])
+    state = await run_question(graph, "q", config)
+    assert state.answer == "4" and SEVERAL_ANSWERS in state.problems and format_reward({}, state) == 0.0
+
+    graph, config, _, _ = make_graph(tokenizer, ["<request>add 2 and 2</request>", "So \\boxed{4}"], [fenced("print(4)")])
+    state = await run_question(graph, "q", config)
+    assert format_reward({}, state) == 1.0  # one box across the whole trajectory is well formed
+
+
+async def test_a_segment_cut_off_by_its_token_limit_is_limit_even_with_a_box_in_it(tokenizer):
+    from training.rewards import format_reward
+
+    graph, config, _, _ = make_graph(tokenizer, ["So \\boxed{5} and then " + "word " * 100], requester={"max_segment_tokens": 20})
+    state = await run_question(graph, "q", config)
+    assert state.status == "limit" and state.answer is None and format_reward({}, state) == 0.0
+    assert any("ran out of tokens" in problem for problem in state.problems)

@@ -19,7 +19,7 @@ RIGHT, WRONG = Verdict(correct=True), Verdict(correct=False, reason="different v
 
 def sampled_run(text: str, asked: bool) -> AgentState:
     segments = [Segment(source="prompt", token_ids=[1, 2], text="p"), Segment(source="requester", token_ids=[len(text), 7], text=text)]
-    return AgentState(question="q", trajectory=Trajectory(segments=segments), calls=[Call(request="add")] if asked else [])
+    return AgentState(question="q", trajectory=Trajectory(segments=segments), calls=[Call(request="add")] if asked else [], status="answered")
 
 
 def test_split_response_marks_result_blocks_as_inserted_and_loses_no_text():
@@ -138,3 +138,12 @@ def test_sft_without_any_kept_trace_says_what_to_do(tmp_path, tiny_dir):
     with pytest.raises(DuetError, match="no traces to train on"):
         run_sft(config)
     assert not (tmp_path / "sft" / "checkpoint-latest").exists()
+
+
+def test_a_right_answer_with_format_problems_is_not_kept():
+    row = {"id": "a", "question": "q", "answer": "5"}
+    well = sampled_run("right and tidy", asked=True)
+    untidy = sampled_run("right, then more text", asked=True).model_copy(update={"problems": ["text after the answer was ignored"]})
+    cut = sampled_run("right but cut off", asked=True).model_copy(update={"status": "limit"})
+    kept = keep_traces([(row, untidy, RIGHT), (row, cut, RIGHT), (row, well, RIGHT)], TraceSettings(require_request=True, max_per_question=5))
+    assert [t["segments"][-1]["text"] for t in kept] == ["right and tidy"]

@@ -141,8 +141,9 @@ def test_a_vllm_engine_sleeps_through_each_update_and_wakes_for_the_push(tmp_pat
 
 def test_a_reward_schedule_reaches_the_update(tmp_path, tiny_dir, questions):
     """The weight moves from 1 to 0 over two steps: each rollout's reward is that step's weight times its component,
-    and at weight 0 every group has equal rewards, so the update sees the schedule (nothing left to learn)."""
-    config = recipe(tmp_path, tiny_dir, questions, rewards={"weights": {"answer": 0.0, "even": [[0, 1.0], [2, 0.0]]}})
+    and at weight 0 every group has equal rewards, so the update sees the schedule (nothing left to learn). The
+    schedule counts steps as metrics.jsonl does, from 1."""
+    config = recipe(tmp_path, tiny_dir, questions, rewards={"weights": {"answer": 0.0, "even": [[1, 1.0], [3, 0.0]]}})
     rows = run(config)
     assert [row["reward_weight/even"] for row in rows] == [1.0, 0.5, 0.0]
     for rollout in read_jsonl(Path(config["grpo"]["output_dir"]) / "rollouts" / "rank-0.jsonl"):

@@ -6,8 +6,11 @@ signal can stop it. Pebble's ProcessPool gives each check a timeout and replaces
 with "spawn" (the parent may hold torch threads, which a fork would copy half-locked), lazily on the first check,
 and are reused for the next ones; the overhead per check is a pipe round trip (about a millisecond).
 
-The checker is usable from plain code (`check`) and from asyncio (`acheck`, many checks in flight at once); every
-failure of the machinery (timeout, a worker that died) is a wrong `Verdict` with its reason, never an exception.
+The checker is usable from plain code (`check`) and from asyncio (`acheck`, many checks in flight at once). What the
+answer brought on itself is a wrong `Verdict` with its reason: a check that overran its time, or a worker that died
+while judging it (sympy exhausting the worker's memory in C code). A failure of the machinery is never a verdict: when
+the workers cannot start, or the checker was closed under a check, `check` raises `CheckerError`, so a run stops and
+says why instead of reading as wrong answers.
 `close()` (or leaving the `with` block) stops the workers; an unclosed checker is stopped at interpreter exit.
 """
 
@@ -21,10 +24,11 @@ import resource
 import signal
 import threading
 import weakref
-from concurrent.futures import CancelledError, Future, InvalidStateError, TimeoutError
+from concurrent.futures import Future, InvalidStateError, TimeoutError
 
 from pebble import ProcessExpired, ProcessPool
 
+from agents.errors import DuetError
 from training.answers import Verdict, judge, load_judges, wrong
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -33,6 +37,10 @@ WORKER_MEMORY_BYTES = 2 * 1024**3  # judging needs ~300 MB; a 4 GB power must fa
 
 class CheckerClosed(RuntimeError):
     """Set on checks still running when the checker is closed."""
+
+
+class CheckerError(DuetError):
+    """The checking machinery failed: no verdict on the answer was reached."""
 
 
 class AnswerChecker:
@@ -52,14 +60,14 @@ class AnswerChecker:
         future = self._submit(row, answer)
         try:
             return future.result()
-        except Exception as error:  # noqa: BLE001 - every failure of the machinery is a wrong verdict
+        except Exception as error:  # noqa: BLE001 - sorted into the answer's doing or the machinery's
             return self._verdict_on_failure(future, error)
 
     async def acheck(self, row: dict, answer: str | None) -> Verdict:
         future = self._submit(row, answer)
         try:
             return await asyncio.wrap_future(future)
-        except Exception as error:  # noqa: BLE001 - every failure of the machinery is a wrong verdict
+        except Exception as error:  # noqa: BLE001 - sorted into the answer's doing or the machinery's
             return self._verdict_on_failure(future, error)
 
     def close(self) -> None:
@@ -91,7 +99,10 @@ class AnswerChecker:
             future = self._running_pool().schedule(judge, args=(needed, answer), timeout=self.timeout_s)
         except RuntimeError:  # the pool broke (its workers could not start, or were killed while idle): restart it
             self.close()
-            future = self._running_pool().schedule(judge, args=(needed, answer), timeout=self.timeout_s)
+            try:
+                future = self._running_pool().schedule(judge, args=(needed, answer), timeout=self.timeout_s)
+            except RuntimeError as error:
+                raise CheckerError(f"the answer checker's worker processes cannot be started ({error}); no verdict was reached") from error
         self._in_flight.add(future)
         future.add_done_callback(self._in_flight.discard)
         return future
@@ -105,15 +116,18 @@ class AnswerChecker:
             return self._pool
 
     def _verdict_on_failure(self, future: Future, error: BaseException) -> Verdict:
+        """A wrong verdict when the answer made its check overrun or kill its worker; CheckerError otherwise."""
         if future in self._abandoned:  # whatever the stopped pool reported
-            return wrong("the checker was closed before the check ended")
+            raise CheckerError("the answer checker was closed before a check ended; no verdict was reached") from error
         if isinstance(error, TimeoutError):
             return wrong(f"timed out after {self.timeout_s:g} s")
         if isinstance(error, ProcessExpired):
             return wrong(f"the checking process died (exit code {error.exitcode})")
-        if isinstance(error, CancelledError):
-            return wrong("the check was cancelled")
-        return wrong(f"the checker failed ({type(error).__name__})")
+        raise CheckerError(
+            f"the answer checker could not run ({type(error).__name__}{f': {error}' if str(error) else ''}): its worker "
+            "processes did not start. Called from your own script? Its workers start with spawn, which imports the "
+            "script again: put the script's code under `if __name__ == \"__main__\":`"
+        ) from error
 
 
 def _start_worker() -> None:

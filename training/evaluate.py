@@ -19,7 +19,7 @@ from graph.config import AgentConfig
 from graph.state import AgentState
 from training.data import load_rows
 from training.answers import Verdict
-from training.rewards import acheck_answer
+from training.rewards import acheck_answer, format_reward
 
 Mode = Literal["coder", "inline", "alone"]
 MODE_NOTES = {
@@ -53,6 +53,7 @@ class Record(BaseModel):
     correct: bool
     verdict_reason: str | None = Field(None, description="why the answer was judged wrong")
     status: str
+    well_formed: bool | None = Field(None, description="the format reward was 1 (unknown in records written before duet kept it)")
     requests: int
     attempts: int
     failed_executions: int
@@ -68,7 +69,8 @@ def record_of(dataset: str, row: dict, mode: Mode, state: AgentState, seconds: f
     troubled = [call for call in state.calls if any(a.failed for a in call.attempts if a.result is not None)]
     return Record(
         dataset=dataset, id=row["id"], mode=mode, question=row["question"], gold=row["answer"], answer=state.answer,
-        correct=verdict.correct, verdict_reason=verdict.reason, status=state.status, requests=len(state.calls),
+        correct=verdict.correct, verdict_reason=verdict.reason, status=state.status, well_formed=format_reward(row, state) == 1.0,
+        requests=len(state.calls),
         attempts=sum(len(call.attempts) for call in state.calls),
         failed_executions=sum(a.failed for a in executed), executions=len(executed),
         calls_with_failure=len(troubled), calls_recovered=sum(not call.attempts[-1].failed for call in troubled),
@@ -81,7 +83,8 @@ class Summary(BaseModel):
     mode: Mode
     questions: int
     accuracy: float
-    format_rate: float = Field(description="share of runs that ended with a boxed answer")
+    format_rate: float | None = Field(description="share of well-formed runs (format reward 1); None when a record predates it")
+    answered_rate: float = Field(description="share of runs that ended with a boxed answer (status answered)")
     error_rate: float = Field(0.0, description="share of runs a backend failure ended (retried on resume)")
     asked_rate: float = Field(description="share of questions with at least one request")
     requests_per_question: float
@@ -103,7 +106,8 @@ def summarize(records: list[Record]) -> list[Summary]:
         summaries.append(Summary(
             dataset=dataset, mode=mode, questions=n,
             accuracy=sum(r.correct for r in group) / n,
-            format_rate=sum(r.status == "answered" for r in group) / n,
+            format_rate=None if any(r.well_formed is None for r in group) else sum(r.well_formed for r in group) / n,
+            answered_rate=sum(r.status == "answered" for r in group) / n,
             error_rate=sum(r.status == "error" for r in group) / n,
             asked_rate=sum(r.requests > 0 for r in group) / n,
             requests_per_question=sum(r.requests for r in group) / n,
@@ -262,7 +266,7 @@ def write_report(summaries: list[Summary], out: Path, command: str) -> None:
 
 COLUMNS = [
     ("dataset", "dataset", str), ("mode", "mode", str), ("n", "questions", str), ("accuracy", "accuracy", "{:.1%}"),
-    ("format", "format_rate", "{:.1%}"), ("errors", "error_rate", "{:.1%}"), ("asked", "asked_rate", "{:.1%}"), ("requests/q", "requests_per_question", "{:.2f}"),
+    ("format", "format_rate", "{:.1%}"), ("answered", "answered_rate", "{:.1%}"), ("errors", "error_rate", "{:.1%}"), ("asked", "asked_rate", "{:.1%}"), ("requests/q", "requests_per_question", "{:.2f}"),
     ("exec errors", "executor_error_rate", "{:.1%}"), ("recovered", "recovery_rate", "{:.1%}"),
     ("tokens/q", "tokens_per_question", "{:.0f}"), ("s/q", "seconds_per_question", "{:.1f}"),
 ]

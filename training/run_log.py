@@ -65,6 +65,7 @@ class RunLog:
             **{f"reward_weight/{name}": value for name, value in weights.items()},
             "accuracy": summary.accuracy,
             "format_rate": summary.format_rate,
+            "answered_rate": summary.answered_rate,
             "asked_rate": summary.asked_rate,
             "requests_per_trajectory": summary.requests_per_question,
             "executor_error_rate": summary.executor_error_rate,

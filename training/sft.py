@@ -22,6 +22,7 @@ import torch
 from agents.errors import DuetError
 from agents.protocol import RESULT_CLOSE, RESULT_OPEN
 from agents.requester import Requester
+from agents.tokenizing import encode_text
 from graph.build import Team, build_graph
 from graph.run import run_batch
 from graph.seeds import derive_seed
@@ -33,7 +34,7 @@ from training.answers import Verdict
 from training.config import SFTRunConfig, TraceSettings
 from training.data import load_rows, write_jsonl
 from training.policy import Policy, trained_for
-from training.rewards import acheck_answer
+from training.rewards import acheck_answer, format_reward
 
 RESULT_BLOCK = re.compile(rf"\n?{re.escape(RESULT_OPEN)}.*?{re.escape(RESULT_CLOSE)}\n?", re.DOTALL)
 
@@ -154,11 +155,12 @@ def collect_traces(config: SFTRunConfig, policy: Policy, rows: list[dict]) -> li
 
 
 def keep_traces(sampled: list[tuple[dict, AgentState, Verdict]], settings: TraceSettings) -> list[dict]:
-    """The rejection rule: a run is kept when its answer is right and (with require_request) it asked at least
+    """The rejection rule: a run is kept when its answer is right, its format reward is 1 (a right answer after an
+    unclosed tag or followed by more text would teach the format away) and (with require_request) it asked at least
     once; identical runs once; at most max_per_question per question, in the order sampled."""
     kept: dict[str, list[dict]] = {}
     for row, state, verdict in sampled:
-        if verdict.correct and (state.calls or not settings.require_request):
+        if verdict.correct and format_reward(row, state) == 1.0 and (state.calls or not settings.require_request):
             trace = as_trace(row, state)
             same = kept.setdefault(row["id"], [])
             if len(same) < settings.max_per_question and trace["segments"] not in [t["segments"] for t in same]:
@@ -205,7 +207,7 @@ def to_trajectory(trace: dict, prompter: Requester, tokenizer) -> Trajectory:
     for index, piece in enumerate(pieces):
         ids = piece.get("token_ids")
         if ids is None:
-            ids = tokenizer.encode(piece["text"], add_special_tokens=False)
+            ids = encode_text(tokenizer, piece["text"])
             if index == len(pieces) - 1 and piece["source"] == "requester":
                 ids = [*ids, tokenizer.eos_token_id]
         segments.append(Segment(source=piece["source"], token_ids=ids, text=tokenizer.decode(ids)))

@@ -79,6 +79,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
     graph = team.graph()
     scorer = RewardScorer(config.rewards)
     requester_settings = agent.requester.model_dump(include={"few_shot", "mode"})
+    record_mode = "inline" if team.requester.mode == "inline" else "coder"  # as `duet eval` names the modes
 
     start = 0
     if resume:
@@ -110,7 +111,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
 
             # ---- rewards and advantages
             verdicts, components = loop.run_until_complete(scorer.components(group, states))
-            weights = scorer.weights(step)
+            weights = scorer.weights(step + 1)  # the step number the logs show
             rewards = torch.tensor([scorer.total(c, weights) for c in components], dtype=torch.float32)
             failed = torch.tensor([s.status == "error" for s in states])
             stop_if_backends_fail(accelerator, states, failed)
@@ -139,7 +140,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             # ---- log and save
             timings["step"] = time.perf_counter() - step_began
             outcome = {
-                "records": [record_of("train", row, "coder", state, 0.0, verdict) for row, state, verdict in zip(group, states, verdicts)],
+                "records": [record_of("train", row, record_mode, state, 0.0, verdict) for row, state, verdict in zip(group, states, verdicts)],
                 "components": components, "rewards": rewards.tolist(), "dropped": int(dropped.sum()), "groups": len(step_rows),
                 "lengths": [state.trajectory.count("requester") for state in states], "checksum": weights_checksum(model),
             }

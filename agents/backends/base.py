@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from agents.tokenizing import encode_chat
+
 
 class SamplingParams(BaseModel):
     """Per-request sampling; temperature 0 means greedy. A `seed` makes this request's draws depend on nothing but
@@ -59,17 +61,11 @@ class Backend(ABC):
     async def generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...
 
     def encode_chat(self, messages: list[dict[str, str]], continue_assistant: bool = False) -> list[int]:
-        """Token ids of a chat, ending with an open assistant turn (or continuing the last assistant message)."""
+        """Token ids of a chat, ending with an open assistant turn (or continuing the last assistant message); message
+        contents never become control tokens (agents/tokenizing.py)."""
         if self.tokenizer is None:
             raise TypeError(f"{self.name} has no tokenizer, so it cannot build token-level prompts")
-        ids = self.tokenizer.apply_chat_template(
-            messages,
-            tokenize=True,
-            add_generation_prompt=not continue_assistant,
-            continue_final_message=continue_assistant,
-            return_dict=False,
-        )
-        return list(ids)
+        return encode_chat(self.tokenizer, messages, continue_assistant)
 
     async def chat(self, messages: list[dict[str, str]], params: SamplingParams) -> str:
         [generation] = await self.generate([GenerationRequest(self.encode_chat(messages), params)])

@@ -15,6 +15,7 @@ import httpx
 
 from agents.backends.base import Backend, Generation, GenerationRequest, SamplingParams
 from agents.errors import DuetError
+from agents.tokenizing import encode_text
 
 
 class OpenAIBackend(Backend):
@@ -73,7 +74,7 @@ class OpenAIBackend(Backend):
             return [int(t.split(":", 1)[1]) for t in tokens], [float(x) for x in logprobs.get("token_logprobs") or []]
         if self.tokenizer is None:
             raise DuetError(f"{self.name} returned no token ids and no tokenizer is available; pass one with a local model folder")
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        ids = encode_text(self.tokenizer, text)
         return ids, [0.0] * len(ids)
 
     async def chat(self, messages: list[dict[str, str]], params: SamplingParams) -> str:
