@@ -52,7 +52,7 @@ ScheduledWeight = float | list[tuple[int, float]]
 class RewardSettings(Strict):
     """The reward of a trajectory is the weighted sum of named components. A weight is a number, or a schedule of
     [step, weight] points interpolated linearly (constant before the first point and after the last), e.g. a format
-    reward that dominates early: format: [[0, 1.0], [40, 0.2]]. Steps count as the logs do: the first step is 1."""
+    reward that dominates early: format: [[1, 1.0], [40, 0.2]]. Steps count as the logs do: the first step is 1."""
 
     weights: dict[str, ScheduledWeight] = Field(default_factory=lambda: {"answer": 1.0, "format": 0.2})
     functions: dict[str, str] = Field(
