@@ -74,8 +74,8 @@ def outside():
 
 @pytest.fixture(scope="module")
 def packages(user, outside):
-    """The sandbox package and what it imports, in a folder the user owns, like their virtualenv: on sys.path, so
-    the sandbox shows it to programs."""
+    """The sandbox package and what it imports, in a folder the user owns, like their checkout and virtualenv: on
+    duet's sys.path (PYTHONPATH), not on the worker's (-I), so programs must not see it."""
     version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
     if version.stdout.strip() != str(sys.version_info[:2]):
         pytest.skip(f"{SYSTEM_PYTHON} is not Python {sys.version.split()[0][:4]}, so it cannot load this venv's pydantic_core")
@@ -116,7 +116,8 @@ def as_user(user, packages: Path, *command: str) -> subprocess.CompletedProcess:
 
 
 def attempts(data: Path, packages: Path) -> str:
-    """Every way a program might change the user's files, each reported as 'done' or the error's name."""
+    """Every way a program might change the user's files, each reported as 'done' or the error's name: outside home
+    and /tmp, where the old sandbox showed them read-only, they are now absent."""
     return f"""
 import ctypes, errno, json, os, subprocess
 outcome = {{}}
@@ -175,9 +176,10 @@ def report(user, packages, data):
     jobs = {
         "detected": [
             attempts(data, packages),
-            f"import os\nprint(os.listdir('/home'), os.path.exists({str(Path(user.pw_dir) / 'diary.txt')!r}))",
+            f"import os\nprint(os.listdir('/home') if os.path.isdir('/home') else [], os.path.exists({str(Path(user.pw_dir) / 'diary.txt')!r}))",
             "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), open('/proc/1/cmdline').read())",
             SILENT_SLEEPER,
+            f"import json, os\nprint(json.dumps([sorted(os.listdir('/')), *(os.path.exists(p) for p in {[str(data / 'keep.txt'), str(packages / 'driver.py')]!r})]))",
         ],
         "rlimits": [daemon(MARKER), SURVIVORS, SILENT_SLEEPER],
     }
@@ -190,17 +192,24 @@ def test_an_ordinary_user_gets_the_namespaces_level(report):
     assert report["level"] == "namespaces"
 
 
-def test_the_users_files_are_read_only_to_programs(report, data, packages):
+def test_the_users_files_are_absent_to_programs(report, data, packages):
     outcome = json.loads(report["detected"][0]["stdout"])
     assert outcome.pop("mount remount,rw") != 0 and outcome.pop("nested namespace remount") != 0
     assert outcome.pop("mount_setattr") == "EPERM"
-    assert set(outcome.values()) == {"EROFS"}, outcome
+    assert set(outcome.values()) == {"ENOENT"}, outcome
     assert sorted(p.name for p in data.iterdir()) == ["keep.txt"] and (data / "keep.txt").read_text() == "keep me"
     assert not (packages / "sitecustomize.py").exists() and "oops" not in (packages / "agents" / "errors.py").read_text()
 
 
 def test_home_folders_are_hidden(report, user):
     assert report["detected"][1]["stdout"] == "[] False\n"
+
+
+def test_the_root_shows_only_the_system_folders_under_the_system_python(report):
+    """/usr/bin/python3's folders are all in /usr: nothing else is shown, not the user's checkout, virtualenv or data."""
+    root, data_visible, checkout_visible = json.loads(report["detected"][-1]["stdout"])
+    system = {name for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr") if os.path.lexists(f"/{name}")}
+    assert set(root) == system | {"dev", "etc", "proc", "tmp", "var"} and not data_visible and not checkout_visible
 
 
 def test_proc_shows_only_the_sandboxs_own_processes(report):
@@ -210,7 +219,7 @@ def test_proc_shows_only_the_sandboxs_own_processes(report):
 
 @pytest.mark.parametrize("level", ["detected", "rlimits"])
 def test_a_program_that_closes_its_outputs_and_sleeps_is_answered_at_its_timeout(report, level):
-    result = report[level][-1]
+    result = report[level][3 if level == "detected" else -1]
     assert result["timed_out"] and result["wall_s"] < TIMEOUT + 1
 
 

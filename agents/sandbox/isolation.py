@@ -1,15 +1,16 @@
 """Which isolation this machine allows, found once by trying it, and reported by `duet exec --info`.
 
 Levels, strongest first:
-  namespaces+uid  root: new network, PID, mount, IPC and UTS namespaces; the whole filesystem read-only except private
-                  scratch folders; home folders hidden; a /proc of its own; each worker's programs run under an
-                  unprivileged uid leased to that worker alone (so the process limit binds, and no program can signal
-                  another duet process's programs)
+  namespaces+uid  root: new network, PID, mount, IPC and UTS namespaces; a root of the worker's own that holds only
+                  the interpreter's folders (read-only) and empty private scratch folders (the job folders live in its
+                  /tmp), so every other path (training data, run folders, the checkout) is absent; a /proc of its own;
+                  each worker's programs run under an unprivileged uid leased to that worker alone (so the process
+                  limit binds, and no program can signal another duet process's programs)
   namespaces      not root, user namespaces allowed: the same inside a user namespace, programs without capabilities
-  uid             root without namespaces: a leased unprivileged uid and rlimits, but the host network, /tmp and
-                  processes are shared
+  uid             root without namespaces: a leased unprivileged uid and rlimits, but the whole filesystem is visible
+                  (whatever any user may read) and the host network, /tmp and processes are shared
   rlimits         neither: a separate process with rlimits, a scrubbed environment and a temporary folder only; the
-                  program runs as the user
+                  program runs as the user and sees the whole filesystem
 The sandbox needs Linux; elsewhere detect_isolation raises a DuetError.
 """
 
@@ -32,12 +33,13 @@ NAMESPACE_FLAGS = ["--net", "--pid", "--mount", "--ipc", "--uts", "--fork", "--k
 
 
 class PrivateFilesystem(BaseModel):
-    """What a worker set up: the mounts its own mount table shows writable afterwards, the folders it hid under an
-    empty tmpfs, and the interpreter's folders inside those that it showed again, read-only."""
+    """What a worker's programs see, as the worker found it after moving into its own root: what / lists, and what
+    its mount table shows there (folders bound read-only, devices, writable scratch tmpfs)."""
 
+    root: list[str]
+    read_only: list[str]
+    devices: list[str]
     writable: list[str]
-    hidden: list[str]
-    kept: list[str]
 
 
 class Isolation(BaseModel):
@@ -57,13 +59,14 @@ class Isolation(BaseModel):
         """One line for the start of ask, chat, eval and train when the level is weaker than `namespaces`."""
         if self.level == "uid":
             return ("sandbox isolation is only 'uid': namespaces could not be set up here (`unshare` missing or refused, "
-                    "or Linux older than 5.12), so model-written programs share the host network, processes and /tmp, "
-                    "and may write wherever any user may; run duet where namespaces work for full isolation")
+                    "or Linux older than 5.12), so model-written programs see the whole filesystem (training data, run "
+                    "folders and this checkout wherever any user may read them), share the host network, processes "
+                    "and /tmp, and may write wherever any user may; run duet where namespaces work for full isolation")
         if self.level == "rlimits":
             return ("sandbox isolation is only 'rlimits': no user namespaces here (not allowed, or Linux older than "
-                    "5.12), so model-written programs run as you, with your network, and can read and change your "
-                    "files; allow unprivileged user namespaces (`unshare --user --map-root-user true` must work) for "
-                    "full isolation")
+                    "5.12), so model-written programs run as you, with your network, see the whole filesystem, and can "
+                    "read and change your files (training data, run folders, this checkout); allow unprivileged user "
+                    "namespaces (`unshare --user --map-root-user true` must work) for full isolation")
         return None
 
     def describe(self) -> list[tuple[str, str]]:
@@ -80,19 +83,22 @@ class Isolation(BaseModel):
 
     def _filesystem_text(self) -> str:
         if self.filesystem is None:
-            return ("the host's, as the leased uid: writable wherever any user may write, /tmp shared" if self.unprivileged_uid
-                    else "the host's, as you: readable and writable wherever you can read and write")
-        text = f"read-only except empty private {', '.join(self.filesystem.writable)} (job folders live in /tmp)"
-        if self.filesystem.hidden:
-            text += f"; {', '.join(self.filesystem.hidden)} hidden"
-        if self.filesystem.kept:
-            text += f", but for the interpreter's own {', '.join(self.filesystem.kept)}"
-        return text
+            return ("the host's, all visible, as the leased uid: readable wherever any user may read, writable wherever "
+                    "any user may write, /tmp shared" if self.unprivileged_uid
+                    else "the host's, all visible, as you: readable and writable wherever you can read and write")
+        shown = self.filesystem
+        return (f"a root of its own: only what the interpreter needs, read-only ({', '.join(shown.read_only)}), "
+                f"the devices {', '.join(d.removeprefix('/dev/') for d in shown.devices)}, its own /proc, and empty "
+                f"private {', '.join(shown.writable)} (the job folder is in /tmp); everything else absent "
+                f"(/ holds only {', '.join(shown.root)})")
 
 
-def interpreter_folders() -> list[str]:
-    """Folders a worker's interpreter needs; shown read-only even where they live in a hidden or scratch folder."""
-    return sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path} - {""})
+def worker_settings(uid: int | None, scratch: str, private_mounts: bool, probe: bool) -> dict:
+    """What a worker is started with. It finds the interpreter's folders itself (worker.interpreter_folders): its
+    sys.path, under -I, is the one its programs get, while this process's may hold the checkout (pytest's rootdir, an
+    editable install's source folder). It builds its private root only in a mount namespace other than ours."""
+    return {"uid": uid, "scratch": scratch, "private_mounts": private_mounts, "probe": probe,
+            "outer_mount_namespace": os.readlink("/proc/self/ns/mnt")}
 
 
 @functools.cache
@@ -132,9 +138,9 @@ def host_isolation(root: bool) -> Isolation:
 def _probe(launcher: list[str]) -> PrivateFilesystem | None:
     """Start a worker in new namespaces, let it set up its private filesystem exactly as a real worker does, and read
     back what its mount table shows; None when any of it fails."""
-    settings = {"uid": None, "scratch": "/tmp", "private_mounts": True, "keep_paths": interpreter_folders(), "probe": True}
+    settings = worker_settings(uid=None, scratch="/tmp", private_mounts=True, probe=True)
     try:
-        done = subprocess.run([*launcher, sys.executable, "-I", str(WORKER), json.dumps(settings)], capture_output=True, timeout=30)
+        done = subprocess.run([*launcher, sys.executable, "-I", str(WORKER), json.dumps(settings)], capture_output=True, timeout=30, cwd="/")
         return PrivateFilesystem(**json.loads(done.stdout)["filesystem"]) if done.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
         return None

@@ -20,7 +20,7 @@ import tempfile
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.sandbox.isolation import WORKER, Isolation, detect_isolation, interpreter_folders
+from agents.sandbox.isolation import WORKER, Isolation, detect_isolation, worker_settings
 
 TRUNCATION_MARKER = "\n[output truncated]"
 WORKER_MARGIN_S = 3.0  # the worker answers by the program's deadline; this covers its cleanup of the last one, and load
@@ -81,16 +81,16 @@ class _Worker:
         if self.isolation.unprivileged_uid and self.lease is None:
             self.uid, self.lease = lease_uid()
         if self.isolation.private_filesystem:
-            scratch, keep = "/tmp", interpreter_folders()
+            scratch = "/tmp"
         else:
-            scratch, keep = tempfile.mkdtemp(prefix="duet-sandbox-"), []
+            scratch = tempfile.mkdtemp(prefix="duet-sandbox-")
             os.chmod(scratch, 0o711)
         self.scratch = scratch
-        settings = {"uid": self.uid, "scratch": scratch, "private_mounts": self.isolation.private_filesystem, "keep_paths": keep, "probe": False}
+        settings = worker_settings(uid=self.uid, scratch=scratch, private_mounts=self.isolation.private_filesystem, probe=False)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}
         self.process = subprocess.Popen(
             [*self.isolation.launcher, sys.executable, "-I", str(WORKER), json.dumps(settings)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd="/", start_new_session=True,
         )
         os.set_blocking(self.process.stdin.fileno(), False)
         os.set_blocking(self.process.stdout.fileno(), False)

@@ -2,8 +2,8 @@
 
 Run as a script (`python -I worker.py SETTINGS_JSON`), usually inside fresh network, PID, mount, IPC and UTS
 namespaces made by `unshare`. It reads one job per line on stdin and writes one reply per line on the file descriptor
-it was given, which no child can reach. Once, at start, it makes the whole filesystem read-only to its programs, except
-private scratch folders (see make_private_filesystem). Each child:
+it was given, which no child can reach. Once, at start, it moves into a root of its own that holds only the interpreter's
+folders, read-only, and private scratch folders; every other path is absent (see make_private_filesystem). Each child:
   - takes no privileges: no setuid binaries, no capabilities, and the worker's own unprivileged uid when the worker
     runs as root, so the process limit binds and the parent's files are out of reach;
   - gets a fresh working folder on a private tmpfs, and a scrubbed environment;
@@ -17,6 +17,7 @@ Linux only (detect_isolation refuses other systems).
 
 import atexit
 import ctypes
+import errno
 import gc
 import json
 import os
@@ -24,6 +25,7 @@ import resource
 import selectors
 import shutil
 import signal
+import stat
 import sys
 import threading
 import time
@@ -32,25 +34,34 @@ import traceback
 PRELOAD = ("math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "re", "string",
            "statistics", "random", "heapq", "bisect", "operator", "datetime", "json", "numpy", "sympy")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+NEW_ROOT = "/tmp"  # where the new root is put together before it becomes "/"; any folder would do
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # the interpreter's libraries, and tools
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")  # where the dynamic linker finds libraries; the time zone
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+DEVICE_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
+                "/dev/stderr": "/proc/self/fd/2"}
 SCRATCH = {"/tmp": "size=512m,mode=1777", "/var/tmp": "size=512m,mode=1777", "/dev/shm": "size=64m,mode=1777"}
-HIDDEN = {"/root": "size=1m,mode=755", "/home": "size=1m,mode=755"}
+LIBRARY_FOLDERS = ("site-packages", "dist-packages")
 
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 4, 24, 36, 38
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_PRIVATE = 2, 4, 8, 4096, 1 << 18
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE, MNT_DETACH = 2, 4, 8, 4096, 16384, 1 << 18, 2
 SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "ppc64": 203, "s390x": 217}
 CAPABILITY_VERSION_3 = 0x20080522
 
 
 def main() -> None:
     settings = json.loads(sys.argv[1])
+    if settings["private_mounts"]:
+        refuse_shared_namespaces(settings["outer_mount_namespace"])  # here, while the refusal still reaches stderr
     replies = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of programs come back to us, not to init, so cleanup finds them
     prctl(PR_SET_DUMPABLE, 0)  # programs sharing our uid can neither ptrace us nor open our descriptors via /proc
-    filesystem = make_private_filesystem(settings["keep_paths"]) if settings["private_mounts"] else None
+    filesystem = make_private_filesystem(settings["outer_mount_namespace"]) if settings["private_mounts"] else None
     if settings["probe"]:
         os.write(replies, (json.dumps({"ready": True, "filesystem": filesystem}) + "\n").encode())
         return
@@ -96,42 +107,117 @@ class MountAttributes(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
 
 
-def make_read_only(path: str, propagation: int = 0) -> None:
-    """The mount at `path` and every mount below it, read-only (and with a propagation type, if given), in one
-    mount_setattr call. Setting read-only is allowed inside a user namespace; only clearing a locked flag is not."""
-    attributes = MountAttributes(attr_set=MOUNT_ATTR_RDONLY, propagation=propagation)
+def make_read_only(path: str, recursive: bool = True) -> None:
+    """The mount at `path`, and every mount below it unless told otherwise, read-only, in one mount_setattr call.
+    Setting read-only is allowed inside a user namespace; only clearing a locked flag is not."""
+    attributes = MountAttributes(attr_set=MOUNT_ATTR_RDONLY)
     call(libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_long(AT_FDCWD), path.encode(),
-                      ctypes.c_long(AT_RECURSIVE), ctypes.byref(attributes), ctypes.c_long(ctypes.sizeof(attributes))))
+                      ctypes.c_long(AT_RECURSIVE if recursive else 0), ctypes.byref(attributes),
+                      ctypes.c_long(ctypes.sizeof(attributes))))
 
 
-def make_private_filesystem(keep_paths: list) -> dict:
-    """Once per worker, inside our own mount and PID namespaces, in this order:
-      1. a fresh /proc, so programs see only this namespace's processes and nothing of the host's;
-      2. every mount read-only and private, recursively, so no program can change the user's files anywhere;
-      3. empty writable tmpfs over the scratch folders (/tmp holds the job folders), empty tmpfs over the homes;
-      4. the interpreter's own folders under those (pyenv under /root, a checkout under /tmp) bound back read-only,
-         from directory descriptors opened before the tmpfs hid them; then the home tmpfs read-only too.
-    Returns what the mount table then says, which `duet exec --info` reports."""
+def make_private_filesystem(outer_mount_namespace: str) -> dict:
+    """Once per worker, inside our own mount and PID namespaces, a new root that holds only what programs need, then
+    the old root detached, so that no path leads anywhere else (training data, run folders, the checkout, wherever they
+    live), not even a read-only one. Refused anywhere else: pivot_root moves every process of the mount namespace it
+    runs in, so in duet's own namespace it would take the machine's files away from everything running there.
+      1. a fresh /proc on the old root (for the descriptor paths below), and every mount private, so nothing mounted
+         here reaches the host's mount namespace;
+      2. descriptors on everything to show, opened before anything is covered (the interpreter may live in /tmp);
+      3. an empty tmpfs that becomes the root, holding: empty writable tmpfs for /tmp (the job folders), /var/tmp and
+         /dev/shm; a fresh /proc of this PID namespace; the devices programs use; bound read-only at their own paths,
+         the system folders (/usr and the /bin, /lib... folders, or the links merged-/usr systems have instead), the
+         dynamic linker's cache and the time zone, and the interpreter's own folders (see interpreter_folders);
+      4. pivot_root into it, the old root detached (nothing keeps it: our working folder moves to the new root), and
+         the root tmpfs read-only, so programs can write in the scratch folders only.
+    Returns what the new / and its mount table then show, which `duet exec --info` reports."""
+    refuse_shared_namespaces(outer_mount_namespace)
+    umask = os.umask(0o022)  # the folders made on the way must be traversable by the programs' uid
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    make_read_only("/", propagation=MS_PRIVATE)
-    covered = {root: options for root, options in {**SCRATCH, **HIDDEN}.items() if os.path.isdir(root)}
-    kept = sorted({os.path.realpath(p) for p in keep_paths if os.path.isdir(p)})
-    kept = [p for p in kept if any(p.startswith(root + "/") for root in covered)]
-    kept = [p for p in kept if not any(p.startswith(other + "/") for other in kept)]
-    handles = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in kept}
-    for root, options in covered.items():
-        mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    mount("none", "/", None, MS_REC | MS_PRIVATE)
+    links = {path: os.readlink(path) for path in SYSTEM if os.path.islink(path)}
+    shown = [path for path in SYSTEM if path not in links and os.path.isdir(path)]
+    for path in interpreter_folders():  # sorted, so a folder comes before the folders inside it
+        if not covered(path, shown, links):
+            shown.append(path)
+    shown += [path for path in (*SYSTEM_FILES, *DEVICES) if os.path.exists(path)]
+    handles = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in shown}
+    mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    for path, options in SCRATCH.items():
+        os.makedirs(NEW_ROOT + path)
+        mount("tmpfs", NEW_ROOT + path, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    os.mkdir(NEW_ROOT + "/proc")
+    mount("proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path, target in {**links, **DEVICE_LINKS}.items():
+        os.symlink(target, NEW_ROOT + path)
     for path, fd in handles.items():
-        os.makedirs(path, exist_ok=True)
-        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND)
-        make_read_only(path)
+        inside = NEW_ROOT + path
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.makedirs(inside, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(inside), exist_ok=True)
+            os.close(os.open(inside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        mount(f"/proc/self/fd/{fd}", inside, None, MS_BIND | MS_REC)
+        make_read_only(inside)
         os.close(fd)
-    hidden = [root for root in HIDDEN if root in covered]
-    for root in hidden:
-        make_read_only(root)
+    os.chdir(NEW_ROOT)
+    pivot_root(".", ".")  # the old root now lies on top of the new one, at "/": detach it
+    call(libc.umount2(b".", ctypes.c_int(MNT_DETACH)))
+    os.chdir("/")
+    make_read_only("/", recursive=False)
+    os.umask(umask)
     with open("/proc/self/mountinfo", encoding="utf-8") as table:
-        writable = sorted({fields[4] for fields in map(str.split, table) if "rw" in fields[5].split(",")})
-    return {"writable": writable, "hidden": hidden, "kept": kept}
+        mounts = [(fields[4], fields[5].split(","), fields[fields.index("-") + 1]) for fields in map(str.split, table)]
+    return {
+        "root": sorted(os.listdir("/")),
+        "read_only": sorted(path for path, options, _ in mounts if "ro" in options and path != "/" and not path.startswith("/dev/")),
+        "devices": sorted(path for path, _, _ in mounts if path in DEVICES),
+        "writable": sorted(path for path, options, kind in mounts if "rw" in options and kind == "tmpfs"),
+    }
+
+
+def refuse_shared_namespaces(outer_mount_namespace: str) -> None:
+    """The launcher (isolation.NAMESPACE_FLAGS) makes the worker the first process of new PID and mount namespaces;
+    anything else, such as the worker run by hand, stops here."""
+    if os.getpid() != 1 or os.readlink("/proc/self/ns/mnt") == outer_mount_namespace:
+        raise RuntimeError("a private filesystem is made only in new PID and mount namespaces (see isolation.py)")
+
+
+def interpreter_folders() -> list:
+    """The folders this interpreter loads from, which its programs need too: its installation prefixes (a virtualenv,
+    and the Python it was made from) and the library folders on its sys.path, each under the name it was given and
+    under its real one. Not the rest of sys.path: the worker runs with -I, so neither the current folder nor
+    PYTHONPATH is on it, but a .pth file can add any folder (an editable install adds its source folder), so only
+    folders inside a prefix, or named site-packages or dist-packages, are library folders. duet's own checkout is
+    never one, even where a prefix holds it: programs need the standard library, numpy and sympy, not duet's source."""
+    prefixes = {os.path.abspath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    libraries = {os.path.abspath(p) for p in sys.path if p}
+    libraries = {p for p in libraries if within(p, prefixes) or os.path.basename(p) in LIBRARY_FOLDERS}
+    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))  # holds agents/sandbox/
+    installed = os.path.basename(source) in LIBRARY_FOLDERS  # duet itself installed, not a checkout
+    folders = {form for path in prefixes | libraries for form in (path, os.path.realpath(path))}
+    return sorted(path for path in folders if path != "/" and os.path.isdir(path)
+                  and (installed or not within(source, {path, os.path.realpath(path)})))
+
+
+def within(path: str, folders) -> bool:
+    return any(path == folder or path.startswith(folder.rstrip("/") + "/") for folder in folders)
+
+
+def covered(path: str, shown: list, links: dict) -> bool:
+    """Whether `path` is already visible in the new root, inside a folder shown there or behind one of the system
+    links (/lib -> usr/lib) into one."""
+    top, _, rest = path[1:].partition("/")
+    if "/" + top in links:
+        path = os.path.normpath(os.path.join("/", links["/" + top], rest))
+    return within(path, shown)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    number = PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(errno.ENOSYS, f"pivot_root's system call number on {os.uname().machine} is not known here")
+    call(libc.syscall(ctypes.c_long(number), new_root.encode(), put_old.encode()))
 
 
 def drop_privileges(uid) -> None:
@@ -330,8 +416,8 @@ def descendants(root: int) -> dict:
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                with open(f"/proc/{name}/stat", "rb") as stat:
-                    state, parent = stat.read().rsplit(b")", 1)[1].split()[:2]
+                with open(f"/proc/{name}/stat", "rb") as record:
+                    state, parent = record.read().rsplit(b")", 1)[1].split()[:2]
             except (OSError, ValueError):
                 continue  # gone meanwhile
             children.setdefault(int(parent), []).append((int(name), state))
