@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.answers import MAX_ANSWER_CHARS, TOLERANCE_KEY, judge
+from training.answers import ACCEPT_EXPRESSIONS_KEY, MAX_ANSWER_CHARS, TOLERANCE_KEY, judge
 
 COUNTDOWN = {"answer": "6*(98 - 54) - 34 - 66", "source": "countdown", "metadata": {"numbers": [66, 34, 98, 54, 6], "target": 164}}
 KNIGHTS = {"answer": "Victoria is a knight, and Jacob is a knave.", "source": "knights-knaves", "metadata": {}}
@@ -78,7 +78,7 @@ def test_spellings_of_the_gold_number_are_right(answer):
     assert judge(BIG, answer).correct
 
 
-@pytest.mark.parametrize("answer, gold", [("$1,234.50", "1234.5"), (r"1234.50 \text{ dollars}", "1234.5"), ("-7", "-7.000"), ("66\\%", "66"), (r"\frac{3}{2}", "1.5"), ("x = 5", "5"), ("2^{10}", "1024")])
+@pytest.mark.parametrize("answer, gold", [("$1,234.50", "1234.5"), (r"1234.50 \text{ dollars}", "1234.5"), ("-7", "-7.000"), ("66\\%", "66"), (r"\frac{3}{2}", "1.5"), ("x = 5", "5")])
 def test_more_spellings_of_a_number_keep_its_value(answer, gold):
     assert judge(number_row(gold), answer).correct
 
@@ -103,11 +103,59 @@ def test_a_malformed_tolerance_blames_the_row():
 
 
 def test_an_exact_rational_gold_answer_is_compared_exactly():
-    """Decided: \\frac{1}{2} is a number, so 0.5 is right and 0.5000001 is not."""
+    """Decided: \\frac{1}{2} is a number, so 0.5 is right and 0.5000001 is not; \\frac{2}{4} is a division still to do."""
     half = number_row(r"\frac{1}{2}")
     assert judge(half, "0.5").correct
-    assert judge(half, r"\dfrac{2}{4}").correct
+    assert judge(half, r"\dfrac{1}{2}").correct
     assert not judge(half, "0.5000001").correct
+    assert judge(half, r"\dfrac{2}{4}").reason == r"an expression, not a number (\dfrac{2}{4})"
+    assert judge(number_row(r"\frac{1}{2}", **{ACCEPT_EXPRESSIONS_KEY: True}), r"\dfrac{2}{4}").correct
+
+
+# --- A number is a number, not arithmetic that evaluates to one (the big-value questions are about the arithmetic)
+
+PRODUCT = number_row("439847199")  # 48213 * 9123
+
+
+@pytest.mark.parametrize("gold, answer", [
+    ("439847199", r"48213 \times 9123"), ("439847199", "48213*9123"), ("439847199", "439847199 + 0"), ("439847199", r"439847199\cdot 1"),
+    ("439847199", r"\frac{439847199}{1}"), ("439847199", r"4.39847199 \times 10^{8}"), ("439847199", "439847199^{1}"),
+    ("439847199", r"\sqrt{439847199^2}"), ("1183900061", r"\frac{9471200488}{8}"), ("1024", "2^{10}"), ("5", "x = 2 + 3"),
+    ("5", r"-\frac{-5}{1}"), ("0", "7 0"), ("4", r"\text{4}\text{5}"), ("5", r"5\text{0}"),
+])
+def test_arithmetic_on_a_numeric_gold_answer_is_an_expression_not_a_number(gold, answer):
+    assert judge(number_row(gold), answer).model_dump() == {"correct": False, "reason": f"an expression, not a number ({answer})"}
+
+
+@pytest.mark.parametrize("answer", [r"\text{439847199}", r"\mathbf{439847199}", r"\textbf{439847199}", r"\num{439847199}", r"\text{439847199 grams}", "439 847 199"])
+def test_a_number_in_a_wrapper_or_with_spaces_between_its_thousands_is_still_the_number(answer):
+    assert judge(PRODUCT, answer).correct
+
+
+def test_a_row_may_opt_into_judging_expressions_by_their_exact_value():
+    row = number_row("439847199", **{ACCEPT_EXPRESSIONS_KEY: True})
+    assert judge(row, r"48213 \times 9123").correct
+    assert judge(row, "439847199").correct
+    assert judge(number_row("1024", **{ACCEPT_EXPRESSIONS_KEY: True}), "2^{10}").correct
+    assert judge(row, r"4.39847199 \times 10^{8}").reason == "not an exact number"  # a float is still not exact
+    assert judge(row, r"48213 \times 9124").reason == "a different number from the gold answer"
+    assert judge(number_row("5", **{ACCEPT_EXPRESSIONS_KEY: "yes"}), "5").reason == "the row's metadata accept_expressions must be true or false, not 'yes'"
+
+
+def test_a_fraction_of_two_integers_in_lowest_terms_is_a_number_however_its_sign_is_placed():
+    for answer in [r"-\frac{7}{4}", r"\frac{-7}{4}", r"-\dfrac{7}{4}", "-7/4", r"-\frac74"]:
+        assert judge(number_row("-1.75"), answer).correct, answer
+    for answer in [r"-\frac{-7}{4}", r"\frac{-7}{-4}", r"\frac{7}{+4}"]:  # two signs are arithmetic
+        assert not judge(number_row("1.75"), answer).correct, answer
+    assert not judge(number_row("1.5"), r"\frac{1}{2}3").correct  # LaTeX for a half times 3
+
+
+def test_only_ascii_digits_and_decimal_bases_spell_a_number():
+    """Decided: leading zeros spell the same integer; digits of another script, or a base subscript, do not."""
+    assert judge(PRODUCT, "0439847199").correct
+    assert not judge(PRODUCT, "４３９８４７１９９").correct
+    assert not judge(number_row("204"), "204_5").correct  # 204 in base 5 is 54
+    assert not judge(number_row("204", **{ACCEPT_EXPRESSIONS_KEY: True}), "204_5").correct
 
 
 def test_symbolic_gold_answers_go_through_math_verify():

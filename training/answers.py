@@ -9,18 +9,29 @@ Model output is untrusted: nothing here executes it, and judging never raises on
   equals `metadata["target"]`, the generator's own rule; division by zero is wrong.
 - **Knights and Knaves** (`source == "knights-knaves"`): reasoning-gym's own scorer (string handling only), full
   credit only: every inhabitant's role as in the gold answer, in any order.
-- **Numeric gold answers** (a decimal such as `169829311.68`, or exact LaTeX such as `\\frac{1}{2}`): compared
-  exactly, never within a float tolerance, because the big-value benchmark is about exact big numbers. The answer may
-  be spelled with thousands separators (`1,234` or `1{,}234`), a leading `$` or `\\$`, trailing zeros, a trailing
-  period, a trailing unit (`\\text{...}`, `\\mbox{...}`, `%`, or plain words such as `dollars`); those change its
-  spelling, not its value; scale words (`12 million`) change the value, so they are not units. An answer in exact
-  LaTeX (`\\frac{3}{2}`, `x = 5`) is converted with latex2sympy (the converter math-verify uses) and accepted only if
-  it is an exact rational equal to the gold value; anything holding a float (`1.5\\times10^{3}`) is not an exact
-  number and is wrong.
+- **Numeric gold answers** (a decimal such as `169829311.68`, or exact LaTeX such as `\\frac{1}{2}`): the answer must be
+  a number, compared exactly, never within a float tolerance, because the big-value benchmark is about exact big
+  numbers: arithmetic that evaluates to the gold value (`48213 \\times 9123`, `2^{10}`, `439847199 + 0`, `\\sqrt{...}`)
+  is an expression, not a number, and wrong; so is a fraction that still reduces (`\\frac{2}{4}`, `\\frac{8}{1}`). A
+  number is a decimal in ASCII digits (leading zeros allowed: `007` is 7; a base subscript such as `204_5` is not a
+  decimal) or a fraction of two integers in lowest terms with a denominator above 1 (`\\frac{1}{3}`, `\\dfrac13`,
+  `-7/4`, `\\frac{-7}{4}`, `-\\frac{7}{4}`). Its spelling may vary without changing its value: thousands separators
+  between groups of three digits (`1,234`, `1{,}234`, `1\\,234`, `1 234`, `16,\\!386`), a leading `$` or `\\$`,
+  trailing zeros, a trailing period, a trailing unit (`\\text{...}` and kin without digits, `\\mbox{ cm}^2`, `%`,
+  `^\\circ`, or plain words such as `dollars`), a wrapper round the whole number (`\\text{5}`, `\\textbf{5}`,
+  `\\mathbf{5}`, `\\num{5}`, `\\boxed{5}`, `(5)`), and `x = ` before it (one variable equal to a number; `x = 2 + 3` is
+  arithmetic). Scale words (`12 million`) change the value, so they are not units. Only regular expressions read a
+  number (sympy never sees it), so the common check stays fast.
+- **Opt-in expressions**: a row whose `metadata["accept_expressions"]` (see `ACCEPT_EXPRESSIONS_KEY`) is true judges
+  an answer that is not a number by its exact value instead: it is converted with latex2sympy (the converter
+  math-verify uses) and right only if it is an exact rational equal to the gold value; anything holding a float
+  (`1.5\\times10^{3}`) is not exact and is wrong.
 - **Opt-in tolerance**: a row whose `metadata["answer_tolerance"]` (see `TOLERANCE_KEY`) is a non-negative number
   accepts a numeric answer within that *relative* distance of a numeric gold answer:
   |answer - gold| <= answer_tolerance * |gold|. It has no effect on symbolic gold answers.
-- **Symbolic gold answers** (`x^2+1`, `\\sqrt{2}`, intervals, sets): math-verify decides, as before.
+- **Symbolic gold answers** (`x^2+1`, `\\sqrt{2}`, intervals, sets): math-verify decides, with `\\mathrm{e}` written `e`
+  first (math-verify would drop it as a unit). tests/test_answers_math_verify.py holds these rules against
+  math-verify's own test cases.
 
 Answers longer than `MAX_ANSWER_CHARS`, or (outside Countdown) nested deeper than `MAX_NESTING` brackets, are wrong
 without being parsed: sympy's LaTeX parser is exponential in brace depth.
@@ -34,10 +45,12 @@ import re
 from collections import Counter
 from fractions import Fraction
 from functools import cache
+from math import gcd
 
 from pydantic import BaseModel, ConfigDict, Field
 
 TOLERANCE_KEY = "answer_tolerance"
+ACCEPT_EXPRESSIONS_KEY = "accept_expressions"
 MAX_ANSWER_CHARS = 1_000
 MAX_NESTING = 8
 MAX_EXPONENT = 10_000  # an exact answer's powers stay small; 9^{9^{9}} is not evaluated
@@ -77,7 +90,7 @@ def judge(row: dict, answer: str | None) -> Verdict:
             return judge_knights_knaves(answer, str(row["answer"]))
         if nesting_depth(answer) > MAX_NESTING:
             return wrong(f"answer nested more than {MAX_NESTING} brackets deep")
-        return judge_math(answer, str(row["answer"]), tolerance_of(metadata))
+        return judge_math(answer, str(row["answer"]), tolerance_of(metadata), accepts_expressions(metadata))
     except InvalidRow as error:
         return wrong(str(error))
     except Exception as error:  # noqa: BLE001 - model output is untrusted; what cannot be judged is wrong
@@ -162,12 +175,23 @@ def _knights_knaves_scorer():
 
 # --- Numbers and mathematics -------------------------------------------------------------------------------------
 
-_TRAILING_UNIT = re.compile(
-    r"(?:\\(?:text|mbox|textrm|mathrm)\s*\{[^{}]*\}|\\?%|(?<=\s)[A-Za-z]+|\\[ ,;!]?|\\quad|~|\.|\$)$"
+_TEXT_COMMANDS = r"text|textnormal|textrm|textbf|textit|textup|textsf|mbox|mathrm|mathbf|mathit"
+_WRAPPER = re.compile(rf"\\(?:{_TEXT_COMMANDS}|boxed|num)\s*\{{(.*)\}}|\\left\s*\((.*)\\right\s*\)|\((.*)\)", re.DOTALL)
+_TRAILING_UNIT = re.compile(  # a unit's text holds no digits: `5\text{0}` is not 5
+    rf"(?:\\(?:{_TEXT_COMMANDS})\s*\{{[^{{}}0-9]*\}}(?:\^\{{?[0-9]\}}?)?|\\?%|(?<=\s)[A-Za-z]+|\^\s*\{{?\s*\\circ\s*\}}?|°"
+    r"|\\[ ,;!]?|\\quad|~|\.|\$)$"
 )
 _SCALE_WORD = re.compile(r"(?i)\b(?:hundred|thousand|million|billion|trillion)s?\b")  # a value, not a unit
-_SEPARATOR = r"(?:,|\{,\}|\\,)"
-_DECIMAL = re.compile(rf"[-+]?(?:\d{{1,3}}(?:{_SEPARATOR}\d{{3}})+|\d*)(?:\.\d*)?")
+_VARIABLE = re.compile(r"^[A-Za-z]\s*=\s*")
+_SEPARATOR = r"(?:,|\{,\}|\\,| )"
+_DECIMAL = re.compile(rf"[-+]?(?:[1-9][0-9]{{0,2}}(?:{_SEPARATOR}[0-9]{{3}})+|[0-9]*)(?:\.[0-9]*)?")
+_FRACTION = re.compile(  # \frac13 is LaTeX for \frac{1}{3}: an argument is a braced group or one character
+    r"(?P<sign>[-+]?)\s*(?:\\[dtc]?frac\s*(?:\{\s*(?P<numerator>-?[0-9]+)\s*\}|(?P<short_numerator>[0-9]))"
+    r"\s*(?:\{\s*(?P<denominator>[0-9]+)\s*\}|(?P<short_denominator>[0-9]))"
+    r"|(?P<slash_numerator>[0-9]+)\s*/\s*(?P<slash_denominator>[0-9]+))"
+)
+_UPRIGHT_CONSTANT = re.compile(r"\\mathrm\s*\{\s*([ei])\s*\}")  # e and i set upright
+_OPERATION = re.compile(r"[-+*/^=!×÷·]|\\[A-Za-z]+|[0-9]\s+[0-9]")
 
 
 def tolerance_of(metadata: dict) -> Fraction | None:
@@ -184,30 +208,78 @@ def tolerance_of(metadata: dict) -> Fraction | None:
     return tolerance
 
 
-def decimal_value(text: str) -> Fraction | None:
-    """The exact value of a number written in decimal, with the spelling tolerances of the module docstring; None
-    when `text` is not such a number. `1e999999999` is not: it would be a billion digits."""
-    text = text.strip().replace("−", "-")
+def accepts_expressions(metadata: dict) -> bool:
+    """Whether the row opts into judging an expression by its exact value (`2^{10}` for 1024)."""
+    value = metadata.get(ACCEPT_EXPRESSIONS_KEY, False)
+    if not isinstance(value, bool):
+        raise InvalidRow(f"the row's metadata {ACCEPT_EXPRESSIONS_KEY} must be true or false, not {value!r}")
+    return value
+
+
+def spelled_number(text: str) -> Fraction | None:
+    """The exact value of `text` when it is a number, in one of the spellings of the module docstring: a decimal or a
+    fraction of two integers in lowest terms; None for anything else, an expression included. Regular expressions
+    only (no sympy): this is the hot path of every numeric check. `1e999999999` is not a number: it would be a
+    billion digits."""
+    text = re.sub(r"\\!\s*", "", text.replace("−", "-"))  # `16,\!386` is LaTeX for 16,386
     if _SCALE_WORD.search(text):
         return None
+    text = _bare(_VARIABLE.sub("", _bare(text), count=1))
+    if _DECIMAL.fullmatch(text) and re.search(r"[0-9]", text):
+        return Fraction(re.sub(_SEPARATOR, "", text))
+    return fraction_value(text)
+
+
+def _bare(text: str) -> str:
+    """`text` without what changes its spelling but not its value: wrappers, trailing units, a leading $."""
     while True:
-        shorter = _TRAILING_UNIT.sub("", text).rstrip()
+        shorter = re.sub(r"^(?:\\\$|\$)\s*", "", _TRAILING_UNIT.sub("", _unwrapped(text.strip())).strip())
         if shorter == text:
-            break
+            return text
         text = shorter
-    text = re.sub(r"^(?:\\\$|\$)\s*", "", text)
-    if not _DECIMAL.fullmatch(text) or not re.search(r"\d", text):
+
+
+def _unwrapped(text: str) -> str:
+    """The inside of `\\text{...}`, `\\mathbf{...}`, `\\boxed{...}`, `(...)` and kin when they wrap all of `text`;
+    `\\text{1}+\\text{2}` is not wrapped (its inside, `1}+\\text{2`, is unbalanced)."""
+    match = _WRAPPER.fullmatch(text)
+    if not match:
+        return text
+    inside = next(group for group in match.groups() if group is not None)
+    for opening, closing in ("{}", "()"):
+        depth = 0
+        for char in inside:
+            depth += (char == opening) - (char == closing)
+            if depth < 0:
+                return text
+        if depth:
+            return text
+    return inside
+
+
+def fraction_value(text: str) -> Fraction | None:
+    """`\\frac{-7}{4}`, `-\\dfrac{7}{4}`, `\\frac13` or `-7/4`: two integer literals in lowest terms with a
+    denominator above 1, the way an exact number is written; `\\frac{2}{4}` or `\\frac{8}{1}` is arithmetic."""
+    match = _FRACTION.fullmatch(text)
+    if not match:
         return None
-    return Fraction(re.sub(_SEPARATOR, "", text))
+    numerator = int(match["numerator"] or match["short_numerator"] or match["slash_numerator"])
+    denominator = int(match["denominator"] or match["short_denominator"] or match["slash_denominator"])
+    if (match["sign"] and numerator < 0) or denominator < 2 or gcd(numerator, denominator) != 1:
+        return None
+    return Fraction(-numerator if match["sign"] == "-" else numerator, denominator)
 
 
 def exact_value(latex: str) -> Fraction | None:
-    """The exact rational value of a LaTeX number (`\\frac{3}{2}`, `2^{10}`, `x = 5`), or None when it has symbols,
-    floats, or powers too large to evaluate. The whole text must parse: math-verify's own `parse` would find the 9
-    in `9**9**9**9`, so this calls its LaTeX converter directly."""
+    """The exact rational value of LaTeX (`\\frac{3}{2}`, `2^{10}`, `x = 5`), or None when it has symbols, floats,
+    or powers too large to evaluate: for gold answers, and for answers on rows that accept expressions. The whole
+    text must parse: math-verify's own `parse` would find the 9 in `9**9**9**9`, so this calls its LaTeX converter
+    directly."""
     import sympy
     from latex2sympy2_extended import latex2sympy
 
+    if re.search(r"[0-9]\s*_", latex):  # `204_5` is a base-5 numeral; latex2sympy would read it as 204
+        return None
     expression = latex2sympy(latex)
     if isinstance(expression, sympy.Eq) and isinstance(expression.lhs, sympy.Symbol):
         expression = expression.rhs
@@ -220,8 +292,8 @@ def exact_value(latex: str) -> Fraction | None:
 
 
 def number_value(text: str) -> Fraction | None:
-    """Decimal spelling first (fast and exact), then exact LaTeX."""
-    value = decimal_value(text)
+    """The exact value of a number or of exact arithmetic: its spelling first (fast), then exact LaTeX."""
+    value = spelled_number(text)
     if value is not None:
         return value
     try:
@@ -230,13 +302,15 @@ def number_value(text: str) -> Fraction | None:
         return None
 
 
-def judge_math(answer: str, gold: str, tolerance: Fraction | None = None) -> Verdict:
-    gold_value = number_value(gold)
+def judge_math(answer: str, gold: str, tolerance: Fraction | None = None, accept_expressions: bool = False) -> Verdict:
+    """A numeric gold answer wants a number of the same value (exact arithmetic only on a row that opts in); any other
+    gold answer goes to math-verify."""
+    gold_value = number_value(gold)  # the gold answer is trusted: `2^{10}` as gold means 1024
     if gold_value is None:
         return _judge_symbolic(answer, gold)
-    value = number_value(answer)
+    value = number_value(answer) if accept_expressions else spelled_number(answer)
     if value is None:
-        return wrong("not an exact number")
+        return wrong("not an exact number" if accept_expressions else _not_a_number(answer))
     if value == gold_value:
         return RIGHT
     if tolerance is not None and abs(value - gold_value) <= tolerance * abs(gold_value):
@@ -244,9 +318,19 @@ def judge_math(answer: str, gold: str, tolerance: Fraction | None = None) -> Ver
     return wrong("a different number from the gold answer" + (f" (beyond the relative tolerance {float(tolerance):g})" if tolerance else ""))
 
 
+def _not_a_number(answer: str) -> str:
+    shown = answer.strip() if len(answer.strip()) <= 60 else answer.strip()[:57] + "..."
+    if re.search(r"[0-9]", answer) and _OPERATION.search(answer.strip().lstrip("+-−")):
+        return f"an expression, not a number ({shown})"
+    return "not a number"
+
+
 def _judge_symbolic(answer: str, gold: str) -> Verdict:
+    """math-verify's verdict. `\\mathrm{e}` is first written `e`: math-verify drops `\\mathrm{...}` as a unit, which
+    reads `1 - \\frac{1}{\\mathrm{e}}` as 1 and would accept `1` for it."""
     from math_verify import parse, verify
 
+    gold, answer = (_UPRIGHT_CONSTANT.sub(r"\1", text) for text in (gold, answer))
     # no math-verify timeouts: they use signal.alarm; the caller's worker process bounds the time instead
     same = verify(parse(f"${gold}$", parsing_timeout=None), parse(f"${answer}$", parsing_timeout=None), timeout_seconds=None)
     return RIGHT if same else wrong("not equivalent to the gold answer")
@@ -257,4 +341,4 @@ def load_judges() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that its own timeouts are off, on purpose
     _knights_knaves_scorer()
     judge({"answer": "x^2+1"}, "x^2+1")
-    judge({"answer": "1.5"}, "\\frac{3}{2}")
+    judge({"answer": "2^{10}", "metadata": {ACCEPT_EXPRESSIONS_KEY: True}}, "2^{10}")
