@@ -3,26 +3,68 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import re
 import sys
 from contextlib import nullcontext
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.console import Console
+from typer.core import TyperGroup
 
 from agents.errors import DuetError
 from agents.protocol import Mode
+from agents.sandbox import SandboxLimits
+from graph.config import RunLimits
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+click = getattr(typer.core, "_click", None) or importlib.import_module("click")  # typer 0.29 carries its own click
+
+
+class OneLineUsageErrors(TyperGroup):
+    """A bad option (`--mode bogus`, `--n 0`, a missing `--out`) is reported like every other input error: one line
+    naming it and where to read more, exit 1. (Click would print a boxed usage block and exit 2.)"""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        kwargs.setdefault("prog_name", "duet")  # also under python -m duet and accelerate launch -m duet
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)  # returns the exit code of a typer.Exit
+        except click.exceptions.NoArgsIsHelpError as error:  # `duet` alone: the help, as before
+            if error.format_message().strip():
+                error.show()
+            sys.exit(error.exit_code)
+        except click.exceptions.UsageError as error:
+            where = error.ctx.command_path if error.ctx is not None else "duet"
+            message = re.sub(r"^Value error, ", "", error.format_message().strip()).rstrip(".")
+            typer.echo(f"error: {message.replace(': Value error, ', ': ')}; see {where} --help", err=True)
+            sys.exit(1)
+        except click.exceptions.ClickException as error:
+            typer.echo(f"error: {error.format_message().strip()}", err=True)
+            sys.exit(error.exit_code)
+        except click.exceptions.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineUsageErrors, add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 RequesterOpt = Annotated[str, typer.Option("--requester", "-r", help="Model spec of the requester (see README: model specs).")]
 CoderOpt = Annotated[str, typer.Option("--coder", "-c", help="Model spec of the coder: default, PATH, ORG/NAME, openai:URL#NAME, vllm:PATH.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of AgentConfig settings.")]
-MaxCallsOpt = Annotated[Optional[int], typer.Option("--max-calls", help="Requests allowed per question.")]
+MaxCallsOpt = Annotated[
+    Optional[int],
+    typer.Option("--max-calls", help=f"Requests allowed per question. Default: {RunLimits.model_fields['max_calls'].default} (limits.max_calls in --config)."),
+]
 ModeOpt = Annotated[
     Optional[Mode],
     typer.Option("--mode",
@@ -52,8 +94,10 @@ def agent_config(config: Path | None, max_calls: int | None, mode: str | None = 
     from duet.configfile import load_config
     from graph.config import AgentConfig
 
-    overrides = {key: value for key, value in {"limits.max_calls": max_calls, "requester.mode": mode}.items() if value is not None}
-    settings = load_config(AgentConfig, config, overrides)
+    given = {("limits.max_calls", "--max-calls"): max_calls, ("requester.mode", "--mode"): mode}
+    overrides = {key: value for (key, _), value in given.items() if value is not None}
+    flags = {key: f"{flag} {getattr(value, 'value', value)}" for (key, flag), value in given.items() if value is not None}
+    settings = load_config(AgentConfig, config, overrides, flags=flags)
     warn_about_isolation()
     return settings
 
@@ -143,13 +187,15 @@ def chat(
 @app.command("exec")
 def exec_(
     file: Annotated[Optional[Path], typer.Argument(help="Python file to run in the sandbox.")] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Wall-clock limit in seconds.")] = None,
-    memory: Annotated[Optional[int], typer.Option("--memory", help="Address-space limit in MB.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", help=f"Wall-clock limit in seconds. Default: {SandboxLimits.model_fields['timeout_s'].default:g} (sandbox.timeout_s).")] = None,
+    memory: Annotated[Optional[int], typer.Option(
+        "--memory", help=f"Address-space limit in MB. Default: {SandboxLimits.model_fields['memory_mb'].default} (sandbox.memory_mb).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ExecutionResult as JSON.")] = False,
     info: Annotated[bool, typer.Option("--info", help="Show which isolation this machine gives the sandbox.")] = False,
 ) -> None:
     """Run one program through the same sandbox the executor uses."""
-    from agents.sandbox import Sandbox, SandboxLimits
+    from agents.sandbox import Sandbox
     from agents.sandbox.isolation import detect_isolation
     from duet.configfile import load_config
 
@@ -169,7 +215,8 @@ def exec_(
     try:
         code = file.read_text(encoding="utf-8", errors="replace")
         given = {"timeout_s": timeout, "memory_mb": memory, "concurrency": 1}
-        limits = load_config(SandboxLimits, None, {key: value for key, value in given.items() if value is not None})
+        limits = load_config(SandboxLimits, None, {key: value for key, value in given.items() if value is not None},
+                             flags={"timeout_s": f"--timeout {timeout:g}" if timeout is not None else "--timeout", "memory_mb": f"--memory {memory}"})
     except OSError as error:
         fail(f"cannot read {file}: {error.strerror}; give a readable Python file")
     except DuetError as error:
@@ -208,25 +255,36 @@ def data_make(
     console.print(f"wrote {len(rows)} {name} questions to {out}", highlight=False)
 
 
+AnswerFormatChoice = Enum("AnswerFormatChoice", {name: name for name in ("auto", "gsm8k", "boxed", "raw")}, type=str)
+
+
 @data_app.command("convert")
 def data_convert(
-    source: Annotated[str, typer.Argument(help="A .jsonl/.json/.parquet/.csv file or a Hugging Face dataset id.")],
+    source: Annotated[str, typer.Argument(help="A .jsonl/.json/.parquet/.csv file, a dataset folder or a Hugging Face dataset id.")],
     out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
-    question_field: Annotated[str, typer.Option("--question-field")] = "question",
-    answer_field: Annotated[str, typer.Option("--answer-field")] = "answer",
-    split: Annotated[str, typer.Option("--split", help="Split of a hub dataset.")] = "train",
+    question_field: Annotated[str, typer.Option("--question-field", help="Column that holds the question (MATH: problem).")] = "question",
+    answer_field: Annotated[str, typer.Option("--answer-field", help="Column that holds the answer or worked solution (MATH: solution).")] = "answer",
+    name: Annotated[Optional[str], typer.Option("--name", help="Config of a multi-config dataset, datasets.load_dataset's name: main or socratic for openai/gsm8k.")] = None,
+    split: Annotated[str, typer.Option("--split", help="Split of a hub dataset or folder.")] = "train",
+    answer_format: Annotated[
+        AnswerFormatChoice,
+        typer.Option("--answer-format",
+                     help="How the gold answer is taken from the answer column: gsm8k, the number after the last #### line; boxed, "
+                          "the last \\boxed{}; raw, as written; auto, gsm8k or boxed when most answers are written so. The full "
+                          "text goes to metadata.solution."),
+    ] = AnswerFormatChoice.auto,
 ) -> None:
     """Load any supported source with a field mapping and write duet's JSONL; rows without an answer are counted."""
     from training.data import FieldMap, load_rows, write_jsonl
 
     try:
-        loaded = load_rows(source, FieldMap(question=question_field, answer=answer_field), split)
+        loaded = load_rows(source, FieldMap(question=question_field, answer=answer_field), split, name, answer_format.value)
         write_jsonl(loaded.rows, out)
     except DuetError as error:
         fail(str(error))
     except OSError as error:
         fail(f"cannot write {out}: {error.strerror}; choose a writable path")
-    console.print(f"wrote {len(loaded.rows)} rows to {out}; skipped {loaded.skipped} without a usable question or answer", highlight=False)
+    console.print(loaded.summary(out), highlight=False)
 
 
 @data_app.command("filter")
@@ -266,16 +324,23 @@ def data_filter(
     console.print(f"kept {len(kept)} of {len(rows)} questions (dropped those always solved) in {out}; pass rates in {saved}", highlight=False)
 
 
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set grpo.beta=0.01 (repeatable).")]
+def set_option(example: str):
+    return typer.Option("--set", help=f"Override a recipe key: --set {example} (repeatable).")
 
 
 def run_recipe(config_cls, config: Path, overrides: list[str] | None, mode: str | None, run, made: str) -> None:
     """Shared by train and sft: load the YAML recipe with its --set overrides (--mode is agent.requester.mode), warn
     about a weak sandbox, run, and turn every user-facing failure into one line."""
     from duet.configfile import load_config, parse_overrides
+    from training.preflight import check_recipe
 
     try:
-        settings = load_config(config_cls, config, parse_overrides(overrides or []) | ({"agent.requester.mode": mode} if mode else {}))
+        given = parse_overrides(overrides or [])
+        flags = {pair.partition("=")[0].strip(): f"--set {pair.strip()}" for pair in overrides or []}
+        if mode:
+            given["agent.requester.mode"], flags["agent.requester.mode"] = mode, f"--mode {mode}"
+        settings = load_config(config_cls, config, given, flags=flags)
+        check_recipe(settings, config)
         warn_about_isolation()
         final = run(settings)
     except DuetError as error:
@@ -289,7 +354,7 @@ def run_recipe(config_cls, config: Path, overrides: list[str] | None, mode: str 
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML recipe of a GRPO run (see configs/).")],
-    overrides: SetOpt = None,
+    overrides: Annotated[Optional[list[str]], set_option("grpo.beta=0.01")] = None,
     mode: ModeOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint-latest.")] = False,
 ) -> None:
@@ -307,7 +372,7 @@ def train(
 @app.command()
 def sft(
     config: Annotated[Path, typer.Argument(help="YAML recipe of a cold-start SFT run (see configs/).")],
-    overrides: SetOpt = None,
+    overrides: Annotated[Optional[list[str]], set_option("sft.learning_rate=2e-5")] = None,
     mode: ModeOpt = None,
 ) -> None:
     """Cold start: supervised fine-tuning on protocol traces, with the loss on the requester's own tokens only."""
@@ -328,13 +393,17 @@ app.add_typer(eval_app, name="eval")
 @eval_app.callback(invoke_without_command=True)
 def evaluate(
     ctx: typer.Context,
-    data: Annotated[Optional[list[Path]], typer.Option("--data", help="JSONL dataset (repeat for several).")] = None,
+    data: Annotated[
+        Optional[list[str]],
+        typer.Option("--data", help="A dataset (repeat for several): a .jsonl/.json/.parquet/.csv file, a dataset folder, a hub id, or a "
+                                    "mapping like a recipe's data.train entry: '{path: openai/gsm8k, name: main, split: test}'."),
+    ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Report folder; an existing one is resumed.")] = None,
     requester: RequesterOpt = "default",
     coder: CoderOpt = "default",
     modes: Annotated[str, typer.Option("--modes", help="Comma-separated, of coder (request mode), inline, alone.")] = "coder,alone",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="First N questions of each file.")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Questions in flight at once.")] = 16,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="First N questions of each dataset.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Questions in flight at once.")] = 16,
     config: ConfigOpt = None,
 ) -> None:
     """Run the graph over datasets; write records.jsonl, report.md, report.json and accuracy.png to --out."""
@@ -342,19 +411,20 @@ def evaluate(
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from training.data import parse_source
     from training.evaluate import EvalConfig, evaluate as run_evaluation, reproduce_command, write_report
 
     if not data or out is None:
         fail("give --data FILE (one or more) and --out FOLDER")
     try:
         eval_config = EvalConfig(
-            data=data, requester=requester, coder=coder, modes=[m.strip() for m in modes.split(",") if m.strip()],
+            data=[parse_source(value, "--data") for value in data], requester=requester, coder=coder, modes=[m.strip() for m in modes.split(",") if m.strip()],
             limit=limit, concurrency=concurrency, agent=agent_config(config, None),
         )
     except DuetError as error:
         fail(str(error))
-    except ValueError as error:
-        fail(f"bad option: {str(error).splitlines()[-1]}; --modes takes a comma-separated list of coder, inline, alone")
+    except ValueError:
+        fail(f"--modes {modes}: give a comma-separated list of coder, inline, alone")
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console) as bar:
         task = bar.add_task("questions", total=None)
         try:
@@ -372,8 +442,8 @@ def eval_compare(first: Path, second: Path) -> None:
 
     try:
         sys.stdout.write(compare_table(first, second) + "\n")
-    except (OSError, ValueError, KeyError) as error:
-        fail(f"cannot compare {first} and {second} ({type(error).__name__}); give two folders written by duet eval")
+    except DuetError as error:
+        fail(str(error))
 
 
 if __name__ == "__main__":

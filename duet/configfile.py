@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,14 +15,17 @@ from agents.errors import DuetError
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
-def load_config(model: type[ConfigT], path: Path | None, overrides: dict | None = None) -> ConfigT:
-    """`overrides` use dotted keys (limits.max_calls) and replace what the file says."""
+def load_config(model: type[ConfigT], path: Path | None, overrides: dict | None = None, flags: dict[str, str] | None = None) -> ConfigT:
+    """`overrides` use dotted keys (limits.max_calls) and replace what the file says. `flags` says how the user typed
+    an override (`--max-calls -1`, `--set grpo.beta=lots`), so an error about it names what was typed, not the key."""
     data: dict = {}
     if path is not None:
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise DuetError(f"cannot read config {path}: {error.__class__.__name__}; give a readable YAML file") from error
+        except OSError as error:
+            raise DuetError(f"cannot read config {path}: {error.strerror or error}; give a readable YAML file") from error
+        except yaml.YAMLError as error:
+            raise DuetError(f"config {path} is not valid YAML: {_yaml_problem(error)}") from error
         if not isinstance(data, dict):
             raise DuetError(f"config {path} must be a YAML mapping of settings")
     for dotted, value in (overrides or {}).items():
@@ -36,7 +41,50 @@ def load_config(model: type[ConfigT], path: Path | None, overrides: dict | None 
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise DuetError(f"config key {where!r}: {first['msg']} (see {model.__name__} in the docs for the accepted keys)") from error
+        given = [key for key in flags or {} if where == key or where.startswith(key + ".")]
+        typed = flags[max(given, key=len)] if given else None  # the override the error is in, as the user typed it
+        if first["type"] == "extra_forbidden":
+            parents, leaf = first["loc"][:-1], str(first["loc"][-1])
+            keys = keys_at(model, parents)
+            near = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.6)
+            prefix = "".join(f"{part}." for part in parents)
+            hint = f"did you mean {prefix}{near[0]}?" if near else f"the keys{' under ' + prefix.rstrip('.') if prefix else ''} are: {', '.join(keys)}"
+            raise DuetError(f"{typed + ': ' if typed else ''}{where!r} is not a setting{_in_file(path, typed)}; {hint}") from error
+        if typed is not None:
+            raise DuetError(f"{typed}: {first['msg']}") from error
+        raise DuetError(f"config key {where!r}{_in_file(path, typed)}: {first['msg']}") from error
+
+
+def _in_file(path: Path | None, typed: str | None) -> str:
+    return f" in {path}" if path is not None and typed is None else ""
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """The parser's own words and the 1-based line, e.g. `mapping values are not allowed here (line 3)`."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1})" if mark is not None else problem
+
+
+def keys_at(model: type[BaseModel], parents: tuple) -> list[str]:
+    """The setting names of the section at `parents` (a pydantic error location), or [] when it is not a section."""
+    current: type | None = model
+    for part in parents:
+        if isinstance(part, int) or current is None or part not in current.model_fields:
+            continue  # a list index, or a tag pydantic adds for a union member
+        current = _model_in(current.model_fields[part].annotation)
+    return list(current.model_fields) if current is not None else []
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `LoraSettings | None` or `list[DataSource]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -50,5 +98,5 @@ def parse_overrides(pairs: list[str]) -> dict:
         try:
             overrides[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as error:
-            raise DuetError(f"--set {pair!r}: the value is not valid YAML ({error.__class__.__name__})") from error
+            raise DuetError(f"--set {pair!r}: the value is not valid YAML ({_yaml_problem(error)}); quote it or fix it") from error
     return overrides

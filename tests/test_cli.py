@@ -10,10 +10,14 @@ import pytest
 STATUSES = {"answered", "no_answer", "limit", "error"}
 
 
-def duet(*args, stdin=None, env=None, timeout=300):
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def duet(*args, stdin=None, env=None, timeout=300, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "duet.cli", *args],
-        input=stdin, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        [sys.executable, "-m", "duet.cli", *args], cwd=cwd,
+        input=stdin, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **({"PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")} if cwd else {}), **(env or {})},
     )
 
 
@@ -135,3 +139,83 @@ def test_a_weak_sandbox_is_announced_in_one_line_when_a_command_starts(monkeypat
     monkeypatch.setattr(isolation, "detect_isolation", lambda: isolation.Isolation(**{**isolation.host_isolation(root=True).model_dump(), "level": "namespaces"}))
     duet.cli.agent_config(None, None)
     assert shown.getvalue().strip().splitlines() == lines  # nothing more at the namespaces level
+
+
+# --- Errors that keep their explanation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["ask", "q", "--mode", "bogus"], ["--mode", "'bogus' is not one of 'request', 'inline'", "duet ask --help"]),
+    (["data", "make", "big-value", "--n", "0", "--out", "x.jsonl"], ["--n", "greater than or equal to 1", "duet data make --help"]),
+    (["data", "convert", "x.jsonl"], ["Missing option '--out'"]),
+    (["eval", "--data", "x.jsonl", "--out", "o", "--concurrency", "0"], ["--concurrency"]),
+])
+def test_option_errors_typer_raises_are_one_line_and_exit_1(args, fragments):
+    assert_one_line_error(duet(*args), *fragments)
+
+
+def test_a_bad_flag_value_names_the_flag_typed():
+    result = duet("ask", "q", "--max-calls", "-1")
+    assert_one_line_error(result, "--max-calls -1", "greater than or equal to 0")
+    assert "limits.max_calls" not in result.stderr and "AgentConfig" not in result.stderr
+    assert_one_line_error(duet("exec", "--memory", "10", __file__), "--memory 10", "256")
+
+
+def test_a_mistyped_key_suggests_the_nearest_one(tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text("limits:\n  max_call: 3\n")
+    assert_one_line_error(duet("ask", "q", "--config", str(config)), "'limits.max_call' is not a setting", "did you mean limits.max_calls?")
+    recipe = os.path.join(REPO, "configs", "cpu-demo-grpo.yaml")
+    assert_one_line_error(duet("train", recipe, "--set", "grpo.learning_rat=1e-5"), "--set grpo.learning_rat=1e-5", "did you mean grpo.learning_rate?")
+    config.write_text("limits: {max_calls: 2}\n  oops: 1\n")
+    assert_one_line_error(duet("ask", "q", "--config", str(config)), "is not valid YAML", "(line 2)")
+
+
+def test_eval_compare_names_what_is_missing(tmp_path):
+    assert_one_line_error(duet("eval", "compare", str(tmp_path / "nowhere"), str(tmp_path)), str(tmp_path / "nowhere"), "duet eval --out")
+    assert_one_line_error(duet("eval", "compare", str(tmp_path), str(tmp_path)), f"{tmp_path} has no report.json")
+
+
+def test_a_bad_eval_data_mapping_is_one_line():
+    assert_one_line_error(duet("eval", "--data", "{path: x.jsonl, nme: main}", "--out", "o"), "--data", "nme", "path, name, split")
+
+
+def recipes_in(folder):
+    """The CPU demo recipes in a fresh folder, where neither their data nor the SFT checkpoint exists yet."""
+    import shutil
+
+    (folder / "configs").mkdir()
+    for name in ("cpu-demo-sft.yaml", "cpu-demo-grpo.yaml", "cpu-demo-demonstrations.jsonl"):
+        shutil.copy(os.path.join(REPO, "configs", name), folder / "configs" / name)
+
+
+def test_train_checks_its_inputs_before_loading_anything(tmp_path):
+    recipes_in(tmp_path)
+    # in-process, to see what was imported by the time the error came
+    probe = ("import sys\nfrom duet.cli import app\ntry:\n    app(['train', 'configs/cpu-demo-grpo.yaml'])\nexcept SystemExit as done:\n"
+             "    print(done.code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": REPO})
+    assert result.stdout.split() == ["1", "False", "False"], result.stderr
+    line = result.stderr.strip()
+    assert "data.train[0]: no data file at data/big-value-train.jsonl" in line and f"current folder, {tmp_path}" in line
+    assert "duet data make big-value --n 320 --seed 1 --out data/big-value-train.jsonl" in line  # the command the recipes give
+    made = duet("data", "make", "big-value", "--n", "4", "--out", "data/big-value-train.jsonl", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert_one_line_error(duet("train", "configs/cpu-demo-grpo.yaml", cwd=tmp_path),
+                          "model.requester: runs/cpu-demo-sft/checkpoint-latest does not exist yet", "run duet sft configs/cpu-demo-sft.yaml first")
+    assert_one_line_error(duet("sft", "configs/cpu-demo-sft.yaml", "--set", "traces.demonstrations=gone.jsonl", cwd=tmp_path),
+                          "traces.demonstrations: no file at gone.jsonl")
+
+
+def test_help_shows_each_commands_example_and_the_defaults():
+    wide = {"COLUMNS": "400"}
+    sft, train = duet("sft", "--help", env=wide).stdout, duet("train", "--help", env=wide).stdout
+    assert "--set sft.learning_rate=" in sft and "grpo.beta" not in sft and "--set grpo.beta=0.01" in train
+    assert "Default: 4 (limits.max_calls" in duet("ask", "--help", env=wide).stdout
+    shown = duet("exec", "--help", env=wide).stdout
+    assert "Default: 5 (sandbox.timeout_s)" in shown and "Default: 1024 (sandbox.memory_mb)" in shown
+    convert = duet("data", "convert", "--help", env=wide).stdout
+    assert "Column that holds the question" in convert and "Column that holds the answer" in convert and "--answer-format" in convert
+    evaluate = duet("eval", "--help", env=wide).stdout
+    assert "JSONL dataset" not in evaluate and ".parquet" in evaluate and "name: main" in evaluate

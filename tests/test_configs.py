@@ -33,7 +33,7 @@ def test_overrides_win_over_the_file():
 def test_set_overrides_keep_their_types_and_name_bad_keys():
     recipe = CONFIGS / "cpu-demo-grpo.yaml"
     config = load_config(GRPORunConfig, recipe, parse_overrides(["grpo.beta=0.01", "grpo.bf16=true", "data.train=[a.jsonl, b.jsonl]"]))
-    assert config.grpo.beta == 0.01 and config.grpo.bf16 is True and [p.name for p in config.data.train] == ["a.jsonl", "b.jsonl"]
+    assert config.grpo.beta == 0.01 and config.grpo.bf16 is True and [source.path for source in config.data.train] == ["a.jsonl", "b.jsonl"]
     with pytest.raises(DuetError, match=r"grpo\.betta"):
         load_config(GRPORunConfig, recipe, parse_overrides(["grpo.betta=0.01"]))
     with pytest.raises(DuetError, match=r"grpo\.beta"):

@@ -121,3 +121,148 @@ def test_data_filter_cli_saves_pass_rates_beside_the_data(tmp_path, tiny_dir):
     assert saved["k"] == 2 and set(saved["pass_rates"]) == {row["id"] for row in big_value.generate(3, 0)}
     kept = [json.loads(line)["id"] for line in (tmp_path / "hard.jsonl").read_text().splitlines()]
     assert kept == [row["id"] for row in sorted(big_value.generate(3, 0), key=lambda r: -saved["pass_rates"][r["id"]]) if saved["pass_rates"][row["id"]] < 1]
+
+
+# --- The hub's datasets as they are: GSM8K's `#### 72`, MATH's `\boxed{}`, multi-config datasets -------------------
+
+GSM8K_ROWS = [
+    {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell in all?",
+     "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72"},
+    {"question": "A farm has 617 rows of 2 trees. How many trees are there?", "answer": "617 * 2 = <<617*2=1234>>1,234 trees\n#### 1,234"},
+    {"question": "Weng earns $12 an hour. How much did she earn for 50 minutes?", "answer": "12/60 = $<<12/60=0.2>>0.2 per minute.\n50 * 0.2 = $<<50*0.2=10>>10.\n#### $10"},
+    {"question": "A row whose solution lost its final line.", "answer": "The answer is 3."},
+]
+MATH_ROWS = [
+    {"problem": "What is $\\frac{2}{4}$ in lowest terms?", "level": "Level 1", "type": "Prealgebra",
+     "solution": "Divide both by 2: $\\frac{2}{4} = \\boxed{\\frac{1}{2}}$."},
+    {"problem": "Compute $2+3$.", "level": "Level 1", "type": "Algebra", "solution": "It is $\\boxed 5$."},
+    {"problem": "Expand $x \\cdot x$.", "level": "Level 2", "type": "Algebra", "solution": "We get $\\fbox{x^{2}}$."},
+    {"problem": "Two boxes.", "level": "Level 3", "type": "Algebra", "solution": "First $\\boxed{1}$ was wrong; in the end $\\boxed{\\{2, 3\\}}$."},
+    {"problem": "No box.", "level": "Level 5", "type": "Geometry", "solution": "The area is 12."},
+]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_gsm8k_shaped_file_converts_to_plain_numbers_with_the_solution_kept(tmp_path):
+    source, out = tmp_path / "gsm8k-train.jsonl", tmp_path / "gsm8k.jsonl"
+    write_jsonl(GSM8K_ROWS, source)
+    result = duet("data", "convert", str(source), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1 and "#### line" in result.stdout and "detected" in result.stdout
+    assert "skipped 0 without a usable question or answer and 1 whose answer has no #### line" in result.stdout
+    rows = read_jsonl(out)
+    assert [r["answer"] for r in rows] == ["72", "1234", "10"]  # plain numbers: the exact-number rule judges them
+    assert [r["metadata"]["solution"] for r in rows] == [r["answer"] for r in GSM8K_ROWS[:3]]
+    assert load_rows(str(out)).rows == rows  # reading the converted file again changes nothing
+    raw = tmp_path / "raw.jsonl"
+    assert duet("data", "convert", str(source), "--answer-format", "raw", "--out", str(raw)).returncode == 0
+    assert [r["answer"] for r in read_jsonl(raw)] == [r["answer"] for r in GSM8K_ROWS]
+
+
+def test_a_math_shaped_parquet_takes_the_last_boxed_answer(tmp_path):
+    import pandas
+
+    source, out = tmp_path / "math.parquet", tmp_path / "math.jsonl"
+    pandas.DataFrame(MATH_ROWS).to_parquet(source)
+    result = duet("data", "convert", str(source), "--question-field", "problem", "--answer-field", "solution", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "\\boxed{}" in result.stdout and "and 1 whose answer has no \\boxed{}" in result.stdout
+    rows = read_jsonl(out)
+    assert [r["answer"] for r in rows] == ["\\frac{1}{2}", "5", "x^{2}", "\\{2, 3\\}"]
+    assert [r["question"] for r in rows] == [r["problem"] for r in MATH_ROWS[:4]]
+    assert rows[0]["metadata"] == {"level": "Level 1", "type": "Prealgebra", "solution": MATH_ROWS[0]["solution"]}
+
+
+@pytest.mark.parametrize(("solution", "answer"), [
+    ("so \\boxed{\\frac{a}{b^{2}}} and done", "\\frac{a}{b^{2}}"), ("$\\boxed 42$", "42"), ("\\boxed {7}", "7"), ("\\fbox{y}", "y"),
+    ("\\boxed{1} then \\boxed{2}", "2"), ("\\boxed{3} then \\boxed{4", "3"), ("\\boxed{}", None), ("no box", None), ("\\boxedx{1}", None),
+])
+def test_the_last_boxed_answer_balances_braces(solution, answer):
+    from training.data import extract_answer
+
+    assert extract_answer(solution, "boxed") == answer
+
+
+@pytest.mark.parametrize(("solution", "answer"), [
+    ("a\n#### 72", "72"), ("#### 1,234,567", "1234567"), ("x\n#### -3.5", "-3.5"), ("x\n####  $18 ", "18"), ("x\n#### 5.", "5"),
+    ("x\n#### 3/4", "3/4"), ("x\n#### ", None), ("the answer is 3", None), ("#### 7\nthen more text", None),
+])
+def test_the_gsm8k_answer_is_the_final_hash_line_as_a_plain_number(solution, answer):
+    from training.data import extract_answer
+
+    assert extract_answer(solution, "gsm8k") == answer
+
+
+def test_plain_answers_are_left_alone_and_a_forced_format_counts_what_it_cannot_take(tmp_path):
+    rows = big_value.generate(4, 0)
+    path = tmp_path / "bv.jsonl"
+    write_jsonl(rows, path)
+    loaded = load_rows(str(path))
+    assert loaded.answer_format == "raw" and [r["answer"] for r in loaded.rows] == [r["answer"] for r in rows]
+    forced = load_rows(str(path), answer_format="gsm8k")
+    assert forced.rows == [] and forced.skipped == forced.unextracted == 4
+
+
+@pytest.fixture
+def gsm8k_folder(tmp_path):
+    """A dataset folder laid out as the hub's openai/gsm8k is: two configs, each its own files, no loading script."""
+    root = tmp_path / "gsm8k"
+    for config, rows in {"main": GSM8K_ROWS[:2], "socratic": GSM8K_ROWS[2:3]}.items():
+        (root / config).mkdir(parents=True)
+        write_jsonl(rows, root / config / "train.jsonl")
+        write_jsonl(rows[:1], root / config / "test.jsonl")
+    configs = "".join(f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/train.jsonl\n  - split: test\n    path: {c}/test.jsonl\n"
+                      for c in ("main", "socratic"))
+    (root / "README.md").write_text(f"---\nconfigs:\n{configs}---\n")
+    return root
+
+
+def test_a_multi_config_dataset_needs_its_config_name(gsm8k_folder, tmp_path):
+    with pytest.raises(DuetError) as error:
+        load_rows(str(gsm8k_folder))
+    assert "Config name is missing" in str(error.value) and "main, socratic" in str(error.value) and "--name main" in str(error.value)
+    bad = duet("data", "convert", str(gsm8k_folder), "--out", str(tmp_path / "x.jsonl"))
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Config name is missing" in bad.stderr and "(ValueError)" not in bad.stderr
+    out = tmp_path / "main.jsonl"
+    converted = duet("data", "convert", str(gsm8k_folder), "--name", "main", "--split", "test", "--out", str(out))
+    assert converted.returncode == 0, converted.stderr
+    assert [r["answer"] for r in read_jsonl(out)] == ["72"]
+    assert [r["answer"] for r in load_rows(str(gsm8k_folder), name="socratic").rows] == ["10"]
+    wrong = duet("data", "convert", str(gsm8k_folder), "--name", "mian", "--out", str(tmp_path / "y.jsonl"))
+    assert wrong.returncode == 1 and "'mian' not found" in wrong.stderr and "main" in wrong.stderr
+
+
+def test_a_recipe_entry_names_the_config_split_and_columns(gsm8k_folder, tmp_path):
+    from duet.configfile import load_config, parse_overrides
+    from training.config import GRPORunConfig
+    from training.data import load_source
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data:\n  train:\n  - {{path: {gsm8k_folder}, name: main}}\n  - {{path: {gsm8k_folder}, name: socratic, answer_format: raw}}\n"
+                      "grpo: {output_dir: runs/x, num_generations: 2, per_device_train_batch_size: 2}\n")
+    config = load_config(GRPORunConfig, recipe)
+    assert [[r["answer"] for r in load_source(source).rows] for source in config.data.train] == [["72", "1234"], [GSM8K_ROWS[2]["answer"]]]
+    plain = load_config(GRPORunConfig, recipe, parse_overrides(["data.train=[data/a.jsonl]"]))
+    assert plain.data.train[0].path == "data/a.jsonl" and plain.data.train[0].name is None
+
+
+@pytest.mark.parametrize(("name", "content", "said"), [
+    ("empty.jsonl", "", "the file is empty"),
+    ("blank.csv", "\n \n", "the file is empty"),
+    ("broken.jsonl", '{"question": "a", "answer": "1"}\n\n{"question": broken\n{"question": "c", "answer": "3"}\n', "line 3 is not valid JSON"),
+    ("listed.jsonl", '{"question": "a", "answer": "1"}\n[1, 2]\n', "line 2 is not a JSON object"),
+    ("broken.json", '[{"question": "a", "answer": "1"},\n {"question": oops}]\n', "line 2 is not valid JSON"),
+    ("bad.parquet", "not a parquet table", "Parquet magic bytes not found"),
+])
+def test_a_file_that_cannot_load_says_why_and_where_in_one_line(tmp_path, name, content, said):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DuetError, match=re.escape(said)) as error:
+        load_rows(str(path))
+    assert repr(str(path)) in str(error.value) and "StopIteration" not in str(error.value) and "DatasetGenerationError" not in str(error.value)
+    result = duet("data", "convert", str(path), "--out", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr  # no progress bar or library log before it
+    assert result.stderr.startswith("error: cannot load") and said in result.stderr

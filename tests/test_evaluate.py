@@ -211,3 +211,28 @@ async def test_backend_errors_are_counted_and_retried_on_resume(tokenizer, tmp_p
     summaries, _ = await evaluate(EvalConfig(data=[data], modes=["coder"]), out, team=team)
     assert sorted(team.asked) == [rows[1]["question"], rows[2]["question"]]
     assert summaries[0].questions == 3 and summaries[0].error_rate == 0.0 and summaries[0].accuracy == 1.0
+
+
+async def test_eval_data_names_a_config_and_split_of_a_dataset_folder(tokenizer, tmp_path):
+    """`--data '{path: FOLDER, name: main, split: test}'`: the config's rows, gold answers taken from the `####` line,
+    a key and a reproduce command that keep the config, and a resume that recognises the same source."""
+    from training.data import parse_source
+
+    root = tmp_path / "gsm8k"
+    solutions = {"main": "6 * 7 = <<6*7=42>>42\n#### 42", "socratic": "How much? 6 * 7 = 42\n#### 42"}
+    for config, solution in solutions.items():
+        (root / config).mkdir(parents=True)
+        write_jsonl([{"question": f"What is 6 times 7 ({config})?", "answer": solution}], root / config / "test.jsonl")
+    (root / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {c}\n  data_files:\n  - split: test\n    path: {c}/test.jsonl\n" for c in solutions) + "---\n")
+    source = parse_source(f"{{path: {root}, name: main, split: test}}")
+    out = tmp_path / "report"
+    team = ScriptedTeam(tokenizer, [{"question": "What is 6 times 7 (main)?", "answer": "42"}])
+    summaries, settings = await evaluate(EvalConfig(data=[source], modes=["coder"]), out, team=team)
+    assert [(s.dataset, s.accuracy) for s in summaries] == [("gsm8k-main-test", 1.0)]
+    assert [r.gold for r in read_records(out / "records.jsonl")] == ["42"]
+    assert list(settings.datasets.values()) == [f"{{path: {root}, name: main, split: test}}"]
+    assert f"--data '{{path: {root}, name: main, split: test}}'" in reproduce_command(settings, out)
+    again = ScriptedTeam(tokenizer, [])
+    await evaluate(EvalConfig(data=[parse_source(f"{{path: {root}, name: main, split: test}}")], modes=["coder"]), out, team=again)
+    assert again.asked == []

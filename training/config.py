@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from graph.config import AgentConfig, Strict
+from training.data import DataSource
 
 ReportTo = Literal["none", "tensorboard", "trackio", "wandb"]
 
@@ -38,7 +39,12 @@ class ModelSettings(Strict):
 
 
 class DataSettings(Strict):
-    train: list[Path] = Field(min_length=1, description="question/answer files (JSONL, JSON, parquet, CSV)")
+    train: list[DataSource] = Field(
+        min_length=1,
+        description="datasets: a file (JSONL, JSON, parquet, CSV), a dataset folder or a hub id, or a mapping "
+        "{path, name, split, question_field, answer_field, answer_format}, e.g. {path: openai/gsm8k, name: main}; "
+        "relative paths are read from the current folder",
+    )
     order: Literal["curriculum", "shuffle", "file"] = Field(
         "curriculum",
         description="curriculum: easy to hard by the pass rates `duet data filter` saved beside the file (shuffled "

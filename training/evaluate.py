@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.errors import DuetError
 from graph.config import AgentConfig
 from graph.state import AgentState
-from training.data import load_rows
+from training.data import DataSource
 from training.answers import Verdict
 from training.rewards import acheck_answer, format_reward
 
@@ -34,7 +34,7 @@ MODE_LABELS = {"coder": "with coder", "inline": "inline code", "alone": "request
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data: list[Path]
+    data: list[DataSource] = Field(description="files, folders or hub ids, each with its config name, split and columns")
     requester: str = "default"
     coder: str = "default"
     modes: list[Mode] = Field(default_factory=lambda: ["coder", "alone"])
@@ -152,7 +152,10 @@ class EvalSettings(BaseModel):
     coder: str
     agent: AgentConfig
     limit: int | None
-    datasets: dict[str, str] = Field(default_factory=dict, description="key in the records -> the file's absolute path")
+    datasets: dict[str, str] = Field(
+        default_factory=dict,
+        description="key in the records -> the file's absolute path, a hub id, or the source as a YAML mapping when it has a config name, split or mapping",
+    )
     modes: list[Mode] = Field(default_factory=list)
 
 
@@ -169,22 +172,42 @@ def settled(config: EvalConfig, out: Path) -> EvalSettings:
             )
     keys = dict(stored.datasets)
     for data in config.data:
-        resolved = str(data.resolve())
-        if resolved not in keys.values():
-            keys[dataset_key(data, taken=keys)] = resolved
+        identity = source_identity(data)
+        if identity not in keys.values():
+            keys[dataset_key(data, taken=keys)] = identity
     modes = stored.modes + [m for m in config.modes if m not in stored.modes]
     return stored.model_copy(update={"datasets": keys, "modes": modes})
 
 
-def dataset_key(data: Path, taken: dict[str, str]) -> str:
+def source_identity(source: DataSource) -> str:
+    """What settings.json remembers of a dataset: a local file or folder by its absolute path, a hub id as written;
+    with a config name, split or column mapping, the whole source as a one-line YAML mapping (as --data takes it)."""
+    import yaml
+
+    local = Path(source.path).expanduser()
+    path = str(local.resolve()) if local.exists() or source.is_file else source.path
+    if source.is_plain:
+        return path
+    given = {"path": path, **source.model_dump(exclude_defaults=True, exclude={"path"})}
+    return yaml.safe_dump(given, default_flow_style=True, sort_keys=False, width=10**6).strip()
+
+
+def dataset_key(data: DataSource | Path, taken: dict[str, str]) -> str:
     """The file's name, or as many parent folders as make it unique (gsm, then a/gsm): two files with one name
-    never share records."""
-    parts = data.resolve().with_suffix("").parts
+    never share records. A hub id is named the same way (gsm8k, then openai/gsm8k), with its config name and a split
+    other than train after it (gsm8k-main-test)."""
+    source = DataSource.model_validate(data)
+    local = Path(source.path).expanduser()
+    if local.exists() or source.is_file:
+        parts = (local.resolve().with_suffix("") if source.is_file else local.resolve()).parts
+    else:
+        parts = tuple(source.path.split("/"))
+    tail = "".join(f"-{value}" for value in (source.name, None if source.is_file or source.split == "train" else source.split) if value)
     for depth in range(1, len(parts) + 1):
-        key = "/".join(parts[-depth:])
+        key = "/".join(parts[-depth:]) + tail
         if key not in taken:
             return key
-    raise DuetError(f"cannot name {data} uniquely among {', '.join(taken)}")
+    raise DuetError(f"cannot name {source.path} uniquely among {', '.join(taken)}")
 
 
 def _shown(value) -> str:
@@ -203,7 +226,7 @@ async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -
     drop_partial_line(records_path)
     done = {(r.dataset, r.id, r.mode) for r in read_records(records_path) if r.status != "error"}
     keys = {path: key for key, path in settings.datasets.items()}
-    datasets = {keys[str(path.resolve())]: load_rows(str(path)).rows[: config.limit] for path in config.data}
+    datasets = {keys[source_identity(source)]: source.load().rows[: config.limit] for source in config.data}
     wanted = [(name, row, mode) for mode in config.modes for name, rows in datasets.items() for row in rows]
     pending = [(name, row, mode) for name, row, mode in wanted if (name, row["id"], mode) not in done]
     if on_progress:
@@ -238,7 +261,10 @@ def reproduce_command(settings: EvalSettings, out: Path) -> str:
     import yaml
 
     (out / "agent.yaml").write_text(yaml.safe_dump(settings.agent.model_dump(mode="json"), sort_keys=False))
-    parts = ["duet eval", *(f"--data {_here(path)}" for path in settings.datasets.values()), f"--out {_here(out)}",
+    import shlex
+
+    data = [shlex.quote(source) if source.startswith("{") else _here(source) if Path(source).exists() else source for source in settings.datasets.values()]
+    parts = ["duet eval", *(f"--data {source}" for source in data), f"--out {_here(out)}",
              f"--requester {settings.requester}", f"--coder {settings.coder}", f"--modes {','.join(settings.modes)}",
              f"--config {_here(out / 'agent.yaml')}"]
     if settings.limit:
@@ -306,9 +332,26 @@ def plot_metric(summaries: list[Summary], field: str, label: str, top: float | N
     plt.close(figure)
 
 
+def read_summaries(folder: Path) -> list[dict]:
+    """The summaries in a report folder's report.json; a DuetError that names what is missing or broken."""
+    report = folder / "report.json"
+    if not folder.is_dir():
+        raise DuetError(f"no report folder at {folder}; give a folder written by duet eval --out")
+    if not report.is_file():
+        raise DuetError(f"{folder} has no report.json; give a folder written by duet eval --out (it writes report.json when it finishes)")
+    try:
+        summaries = json.loads(report.read_text(encoding="utf-8"))["summaries"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DuetError(f"cannot read {report}: {str(error).splitlines()[0] if str(error) else type(error).__name__} "
+                        f"({type(error).__name__}); write it again with duet eval --out {folder}") from error
+    if not isinstance(summaries, list):
+        raise DuetError(f"cannot read {report}: its summaries are not a list; write it again with duet eval --out {folder}")
+    return summaries
+
+
 def compare_table(first: Path, second: Path) -> str:
     """Two reports side by side, matched on dataset and mode."""
-    a, b = (json.loads((path / "report.json").read_text())["summaries"] for path in (first, second))
+    a, b = (read_summaries(path) for path in (first, second))
     index = {(s["dataset"], s["mode"]): s for s in b}
     lines = [f"| dataset | mode | accuracy {first.name} | accuracy {second.name} | change | requests/q {first.name} | requests/q {second.name} |",
              "|---|---|---|---|---|---|---|"]

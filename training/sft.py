@@ -56,7 +56,7 @@ def run_sft(config: SFTRunConfig) -> Path:
     if config.traces.file is not None:
         traces = read_traces(config.traces.file)
     else:
-        rows = [row for path in config.data.train for row in load_rows(str(path)).rows]
+        rows = [row for path in config.data.train for row in path.load().rows]
         mine = rows[accelerator.process_index :: accelerator.num_processes]
         traces = [t for part in gather_object([collect_traces(config, policy, mine)]) for t in part]
         if config.traces.save_to is not None and accelerator.is_main_process:

@@ -52,10 +52,10 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
     # ---- data: every process takes its own questions from one deterministic stream
     rows, skipped = [], 0
     for path in config.data.train:
-        loaded = load_rows(str(path))
+        loaded = path.load()
         rows += loaded.rows
         skipped += loaded.skipped
-    pass_rates = {k: v for path in config.data.train for k, v in (load_pass_rates(path) or {}).items()}
+    pass_rates = {k: v for path in config.data.train for k, v in (load_pass_rates(path.path) or {}).items()}
     stream = TrainingStream(rows, config.data.order, args.seed, pass_rates)
     questions_per_step = args.questions_per_step
 
