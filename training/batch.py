@@ -72,8 +72,11 @@ def policy_logprobs(model, batch: TrajectoryBatch, temperature: float) -> tuple[
     """log pi(token) and entropy at the batch's last T positions, from one forward pass of `model`.
 
     Logits at position i score the token at i + 1, so the T kept tokens need the logits of positions L-T-1 .. L-2:
-    keep T + 1 and drop the last."""
+    exactly those are projected onto the vocabulary (`logits_to_keep` as indices), so the (B, T, V) logits are the
+    model's own output tensor, not a slice of a larger one (whose gradient would be a second (B, T + 1, V) tensor)."""
     from training.grpo import token_logprobs
 
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=batch.logits_to_keep + 1, use_cache=False).logits
-    return token_logprobs(logits[:, :-1], batch.tokens, temperature)
+    width = batch.input_ids.shape[1]
+    positions = torch.arange(width - batch.logits_to_keep - 1, width - 1, device=batch.input_ids.device)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=positions, use_cache=False).logits
+    return token_logprobs(logits, batch.tokens, temperature)

@@ -39,15 +39,60 @@ def equal_reward_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return (grouped == grouped[:, :1]).all(dim=1)
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+LOGPROB_CHUNK = 128  # positions per chunk: 128 x a 152k vocabulary x 4 bytes = 78 MB of fp32, two such at a time
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, chunk_size: int = LOGPROB_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """log pi(token) and the entropy of pi at each position, pi = softmax(logits / temperature): the distribution the
     rollout sampled from (before top-p), so these compare directly with the backend's recorded log-probabilities.
 
-    logits: (B, T, V) scores for the tokens at (B, T); returns two (B, T) tensors."""
-    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
-    chosen = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_probs.exp() * log_probs).sum(-1)
-    return chosen, entropy
+        z_t       = logits_t / temperature, in fp32
+        logp_t    = log_softmax(z_t)[y_t] = z_t[y_t] - logsumexp(z_t)
+        H_t       = -sum_v p_t,v log p_t,v                  (a statistic: no gradient flows through it)
+        gradient  d logp_t / d logits_t,v = (1[v = y_t] - p_t,v) / temperature
+
+    Computed `chunk_size` positions at a time, as TRL's selective_log_softmax loops over rows: the only (B, T, V)
+    tensors are the logits themselves and, in backward, their gradient (in the logits' dtype); the fp32 softmax
+    exists for one chunk at a time, in forward and again, recomputed, in backward. Nothing else is kept for backward.
+
+    logits: (B, T, V) scores for the tokens at (B, T); returns two (B, T) fp32 tensors."""
+    return ChunkedTokenLogprobs.apply(logits, tokens, temperature, chunk_size)
+
+
+class ChunkedTokenLogprobs(torch.autograd.Function):
+    """token_logprobs' forward and backward, one chunk of positions at a time (see token_logprobs for the math)."""
+
+    @staticmethod
+    def forward(ctx, logits, tokens, temperature, chunk_size):
+        chosen = torch.empty(tokens.shape, dtype=torch.float32, device=logits.device)
+        entropy = torch.empty_like(chosen)
+        for at in chunks_of_positions(tokens.shape, chunk_size):
+            log_p = torch.log_softmax(logits[at].float() / temperature, dim=-1)  # (n, V): one chunk, at most two alive
+            chosen[at] = log_p.gather(-1, tokens[at].unsqueeze(-1)).squeeze(-1)
+            entropy[at] = -log_p.exp().mul_(log_p).sum(-1)
+        ctx.save_for_backward(logits, tokens)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        ctx.mark_non_differentiable(entropy)
+        return chosen, entropy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_chosen, grad_entropy):
+        logits, tokens = ctx.saved_tensors
+        grad_logits = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        for at in chunks_of_positions(tokens.shape, ctx.chunk_size):
+            p = torch.softmax(logits[at].float() / ctx.temperature, dim=-1)  # (n, V), one chunk, recomputed
+            g = grad_chosen[at].unsqueeze(-1)  # (n, 1)
+            grad_logits[at] = p.mul_(-g).scatter_add_(-1, tokens[at].unsqueeze(-1), g).div_(ctx.temperature)
+        return grad_logits, None, None, None
+
+
+def chunks_of_positions(shape: torch.Size, chunk_size: int):
+    """Index tuples (row, slice of positions) covering a (B, T) grid, at most chunk_size positions each."""
+    rows, length = shape
+    for row in range(rows):
+        for start in range(0, length, chunk_size):
+            yield row, slice(start, start + chunk_size)
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

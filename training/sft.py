@@ -81,7 +81,8 @@ def run_sft(config: SFTRunConfig) -> Path:
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     model, optimizer, loader = accelerator.prepare(policy.model, optimizer, loader)
     total_steps = args.num_train_epochs * -(-len(loader) // args.gradient_accumulation_steps)
-    scheduler = accelerator.prepare(get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total_steps))
+    # not through accelerator.prepare, whose wrapper steps the schedule num_processes times per optimizer step
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total_steps)
 
     # ---- training: cross-entropy on the requester's tokens
     metrics_path = Path(args.output_dir) / "metrics.jsonl"
@@ -105,9 +106,9 @@ def run_sft(config: SFTRunConfig) -> Path:
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad()
                 if accelerator.sync_gradients:
+                    scheduler.step()  # once per optimizer step (the prepared optimizer steps only when gradients sync)
                     step += 1
                     row = {"step": step, "epoch": epoch + 1, "loss": sum(losses) / len(losses), "learning_rate": scheduler.get_last_lr()[0]}
                     losses = []

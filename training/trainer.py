@@ -65,7 +65,9 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     optimizer_steps = args.max_steps * args.num_iterations
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=optimizer_steps)
-    model, optimizer, scheduler = accelerator.prepare(policy.model, optimizer, scheduler)
+    # the schedule stays out of accelerator.prepare, as in transformers' Trainer: accelerate's wrapper would step it
+    # num_processes times per optimizer step; optimize() steps it once per optimizer step, on every process alike
+    model, optimizer = accelerator.prepare(policy.model, optimizer)
 
     # ---- the agent: the same graph as `duet ask`, with the policy as requester and a frozen coder
     agent = config.agent.model_copy(deep=True)
@@ -124,7 +126,8 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             # ---- the update
             began = time.perf_counter()
             batch = TrajectoryBatch.from_trajectories([s.trajectory for s in states], policy.pad_id).to(accelerator.device)
-            ref_logprobs = reference(batch, args.temperature) if reference is not None else None
+            micro_batches = split_evenly(kept, args.gradient_accumulation_steps)
+            ref_logprobs = reference_logprobs(accelerator, reference, batch, micro_batches, args.temperature) if reference is not None else None
             timings["reference"] = time.perf_counter() - began
             began = time.perf_counter()
             update = optimize(accelerator, model, optimizer, scheduler, batch, ref_logprobs, advantages.to(accelerator.device), kept, config,
@@ -231,6 +234,19 @@ def optimize(
     if skipped_steps:
         summary["reason"] = "non-finite gradient"
     return summary
+
+
+def reference_logprobs(accelerator, reference, batch: TrajectoryBatch, micro_batches: list[list[int]], temperature: float) -> torch.Tensor:
+    """log pi_ref on the kept rows, (B, T), zero on the dropped rows (which never reach the loss). It runs in the
+    update's own micro-batches, so it never holds more than one micro-batch's logits, and under the same autocast as
+    the policy's forward (accelerate wraps only the prepared model): before any update the two are one computation,
+    and the KL is 0."""
+    values = torch.zeros_like(batch.mask)
+    with accelerator.autocast():
+        for rows in micro_batches:
+            if rows:
+                values[rows] = reference(batch.rows(rows), temperature)
+    return values
 
 
 def aggregate(name: str, values: list[float]) -> float:
