@@ -130,20 +130,31 @@ def resolve_weights(spec: ModelSpec) -> str:
     return spec.location
 
 
-def trained_requester_settings(spec: str) -> dict:
-    """The requester settings a duet checkpoint was trained with (e.g. without few-shot examples), so that using it
-    recreates the prompt it learned on; empty for models duet did not train."""
+def trained_settings(spec: str) -> dict[str, dict]:
+    """The agent settings a duet checkpoint was trained under, by section ({"requester": {"few_shot", "mode",
+    "max_segment_tokens"}, "limits": {"max_calls", "max_total_tokens"}}; checkpoints written before duet remembered
+    limits hold only requester.few_shot and mode); empty for models duet did not train. graph.build.as_trained
+    applies them."""
     parsed = parse_spec(spec)
     if parsed.kind not in ("local", "vllm"):
         return {}
-    return checkpoint_info(parsed.location).get("requester", {})
+    info = checkpoint_info(parsed.location)
+    return {section: values for section, values in info.items() if section != "base" and isinstance(values, dict)}
 
 
 def checkpoint_info(weights: str) -> dict:
-    """What duet wrote beside weights it trained (the base model's spec for an adapter, the prompt it was trained
-    with); empty for any other model."""
+    """What duet wrote beside weights it trained (the base model's spec for an adapter, the settings it was trained
+    under); empty for any other model."""
     path = Path(weights) / CHECKPOINT_INFO
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DuetError(f"cannot read {path}: {type(error).__name__}; write it again, or delete it to use the weights with the default settings") from error
+    if not isinstance(info, dict):
+        raise DuetError(f"{path} is not a JSON object; write it again, or delete it to use the weights with the default settings")
+    return info
 
 
 def load_causal_lm(weights: str, dtype: str = "float32", device: str = "cpu"):

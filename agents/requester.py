@@ -16,11 +16,16 @@ class RequesterSettings(BaseModel):
 
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_segment_tokens: int = Field(256, ge=1, description="tokens the requester may write between two results")
+    max_segment_tokens: int = Field(256, ge=1, description="tokens the requester may write between two results; unset: as the checkpoint was trained, else 256")
     few_shot: bool | None = Field(None, description="show the worked examples; unset: as the checkpoint was trained, else yes")
     mode: Mode | None = Field(
         None, description="request: ask the coder in plain language; inline: write the program itself. Unset: as the checkpoint was trained, else request"
     )
+
+    def filled(self) -> RequesterSettings:
+        """With few_shot and mode, where still unset (no checkpoint remembered them: graph.build.as_trained), at
+        their defaults: the worked examples shown, the request mode."""
+        return self.model_copy(update={"few_shot": self.few_shot is not False, "mode": self.mode or "request"})
 
 
 class Requester:
@@ -28,15 +33,15 @@ class Requester:
         if backend.tokenizer is None:
             raise DuetError(f"the requester needs token ids, and {backend.name} has no tokenizer; use a local model or a vLLM server whose model folder is local")
         self.backend = backend
-        self.settings = settings or RequesterSettings()
-        self.mode: Mode = self.settings.mode or "request"
+        self.settings = (settings or RequesterSettings()).filled()
+        self.mode: Mode = self.settings.mode
 
     def in_mode(self, mode: Mode) -> Requester:
         """The same model and settings writing in another mode (an evaluation comparing modes loads it once)."""
         return self if mode == self.mode else Requester(self.backend, self.settings.model_copy(update={"mode": mode}))
 
     def messages(self, question: str, history: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
-        return requester_messages(question, history, few_shot=self.settings.few_shot is not False, mode=self.mode)
+        return requester_messages(question, history, few_shot=self.settings.few_shot, mode=self.mode)
 
     def prompt_ids(self, question: str, history: list[tuple[str, str]] = (), reserve: int = 0) -> tuple[list[int], int]:
         """The prompt, and how many of the oldest exchanges were left out so that it plus `reserve` tokens of

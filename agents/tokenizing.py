@@ -9,12 +9,24 @@ SFT trace that holds such a string would do the same in the coder's prompt or in
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from agents.errors import DuetError
 
 
 def encode_text(tokenizer, text: str) -> list[int]:
     """Token ids of text that did not come from the model's own sampling (a result, a trace's text)."""
     return list(tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
+
+
+def tokenizer_fingerprint(tokenizer) -> dict[str, str]:
+    """Which tokenizer token ids belong to: its name (for people) and a hash of its vocabulary, every token with its
+    id, added and special tokens included (for the comparison). Ids mean the same tokens under two tokenizers exactly
+    when the hashes agree, whatever the names: a checkpoint's folder holds a copy of its base model's tokenizer."""
+    vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
+    digest = hashlib.sha256(json.dumps(vocabulary, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+    return {"name": str(tokenizer.name_or_path), "vocabulary": digest}
 
 
 def holds_special_tokens(tokenizer, text: str) -> bool:

@@ -33,6 +33,7 @@ async def run_chat(console: Console, thread: str | None, requester: str, coder: 
     thread = thread or datetime.now().strftime("chat-%Y%m%d-%H%M%S")
     with console.status("loading models", spinner="dots"):
         team = Team(requester, coder, config)
+    config = team.config  # with what the requester's checkpoint remembers (its limits among them)
     async with aiosqlite.connect(str(chats_path())) as connection:
         saver = AsyncSqliteSaver(connection, serde=checkpoint_serializer())
         graph = team.graph(saver)

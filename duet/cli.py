@@ -63,7 +63,7 @@ CoderOpt = Annotated[str, typer.Option("--coder", "-c", help="Model spec of the 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of AgentConfig settings.")]
 MaxCallsOpt = Annotated[
     Optional[int],
-    typer.Option("--max-calls", help=f"Requests allowed per question. Default: {RunLimits.model_fields['max_calls'].default} (limits.max_calls in --config)."),
+    typer.Option("--max-calls", help=f"Requests allowed per question. Default: {RunLimits.model_fields['max_calls'].default} (limits.max_calls in --config), or as the requester's checkpoint was trained."),
 ]
 ModeOpt = Annotated[
     Optional[Mode],
@@ -313,7 +313,7 @@ def data_filter(
 
     async def measure():
         try:
-            return await measure_pass_rates(rows, graph_answerer(team.graph(), settings), k)
+            return await measure_pass_rates(rows, graph_answerer(team.graph(), team.config), k)
         finally:
             await team.aclose()
 
@@ -431,7 +431,7 @@ def evaluate(
             summaries, settings = asyncio.run(run_evaluation(eval_config, out, lambda **kw: bar.update(task, **kw)))
         except DuetError as error:
             fail(str(error))
-    write_report(summaries, out, reproduce_command(settings, out))
+    write_report(summaries, out, reproduce_command(settings, out), settings.agent)
     sys.stdout.write((out / "report.md").read_text())
 
 

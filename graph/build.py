@@ -14,15 +14,16 @@ call reaches the executor with its program already attached and the coder node i
 from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
+from pydantic import ValidationError
 
 from agents.backends.base import Backend
 from agents.coder import Coder
 from agents.errors import DuetError
 from agents.protocol import Mode
-from agents.models import load_backend, parse_spec, trained_requester_settings
+from agents.models import load_backend, parse_spec, trained_settings
 from agents.requester import Requester
 from agents.sandbox import Sandbox
-from graph.config import AgentConfig
+from graph.config import REMEMBERED, AgentConfig
 from graph.nodes import guarded, make_coder_node, make_executor_node, make_finish_node, make_requester_node, make_start_node
 from graph.state import AgentState, QuestionInput
 
@@ -62,6 +63,30 @@ def after_executor(state: AgentState) -> str:
     return "requester" if state.calls[-1].inserted is not None else "coder"
 
 
+def as_trained(config: AgentConfig, requester_spec: str) -> AgentConfig:
+    """The settings a run uses with this requester: every setting that a duet checkpoint remembers (its few-shot
+    examples, mode, segment length and limits: `REMEMBERED`) as it was trained, unless the user set it (in a config
+    file, with a flag or `--set`, or in code: pydantic's `model_fields_set`; a `few_shot` or `mode` of null counts as
+    unset); everything else as given. The only place where "as the checkpoint was trained" is decided: `Team` calls
+    it when it is built, and training and evaluation call it where they need the settings before a team exists.
+    Idempotent: what it fills in counts as set, so resolving the result again, even for another model (an SFT
+    teacher sampling for its student), changes nothing."""
+    remembered = trained_settings(requester_spec)
+    changes = {}
+    for section, keys in REMEMBERED.items():
+        given = getattr(config, section)
+        values = remembered.get(section, {})
+        unset = {key: values[key] for key in keys if values.get(key) is not None and (key not in given.model_fields_set or getattr(given, key) is None)}
+        if unset:
+            try:
+                changes[section] = type(given).model_validate({**given.model_dump(exclude_unset=True), **unset})
+            except ValidationError as error:
+                first = error.errors()[0]
+                raise DuetError(f"{requester_spec}: its duet.json holds a bad {section}.{'.'.join(map(str, first['loc']))} ({first['msg']}); "
+                                "set that value yourself, or fix the file") from error
+    return config.model_copy(update=changes) if changes else config
+
+
 class Team:
     """The loaded parts of an agent. One backend is shared when requester and coder name the same model, so their
     calls batch together and the weights are loaded once."""
@@ -73,12 +98,10 @@ class Team:
         (the inline mode needs none). `requester_backend` is a backend that is already running the requester
         (training's policy): it is used as it is, and never shared with the coder, which stays a frozen model of its
         own even under the same spec."""
-        self.config = config or AgentConfig()
-        trained = trained_requester_settings(requester_spec)
-        unset = {key: value for key, value in trained.items() if getattr(self.config.requester, key, None) is None}
-        settings = self.config.requester.model_copy(update=unset)
+        self.config = as_trained(config or AgentConfig(), requester_spec)
+        settings = self.config.requester
         if load_coder is None:
-            load_coder = (settings.mode or "request") == "request"
+            load_coder = settings.filled().mode == "request"
         self.requester_spec, self.coder_spec = requester_spec, coder_spec if load_coder else None
         self._backends: dict[str, Backend] = {}
         specs = {s for s in (self.coder_spec, None if requester_backend else requester_spec) if s is not None}

@@ -17,8 +17,8 @@ class Strict(BaseModel):
 
 
 class RunLimits(Strict):
-    max_calls: int = Field(4, ge=0, description="requests per question")
-    max_total_tokens: int = Field(1536, ge=1, description="requester and inserted tokens per question, prompt excluded")
+    max_calls: int = Field(4, ge=0, description="requests per question; unset: as the checkpoint was trained, else 4")
+    max_total_tokens: int = Field(1536, ge=1, description="requester and inserted tokens per question, prompt excluded; unset: as the checkpoint was trained, else 1536")
 
 
 class BackendSettings(Strict):
@@ -40,9 +40,19 @@ class BackendSettings(Strict):
         return {"dtype": self.dtype, "device": self.device, "max_batch_size": self.max_batch_size, "seed": self.seed}
 
 
+# What a checkpoint remembers of the settings it was trained under (its duet.json), by section of AgentConfig: the
+# prompt and protocol it learned (few-shot examples, mode) and the limits its trajectories were cut to.
+REMEMBERED: dict[str, tuple[str, ...]] = {"requester": ("few_shot", "mode", "max_segment_tokens"), "limits": ("max_calls", "max_total_tokens")}
+
+
 class AgentConfig(Strict):
     requester: RequesterSettings = Field(default_factory=RequesterSettings)
     coder: CoderSettings = Field(default_factory=CoderSettings)
     limits: RunLimits = Field(default_factory=RunLimits)
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits)
     backends: BackendSettings = Field(default_factory=BackendSettings)
+
+    def remembered(self) -> dict[str, dict[str, Any]]:
+        """What a checkpoint trained under these settings writes into its duet.json (see graph.build.as_trained)."""
+        sections = {"requester": self.requester.filled(), "limits": self.limits}
+        return {section: sections[section].model_dump(mode="json", include=set(keys)) for section, keys in REMEMBERED.items()}

@@ -58,6 +58,34 @@ def other_tiny_dir(embedded_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def foreign_tiny_dir(tmp_path_factory) -> Path:
+    """A tiny random model with a tokenizer of its own (a byte-level BPE of 300-odd tokens trained on a few protocol
+    strings, with its own chat template and end of turn), so its token ids mean other tokens than the embedded
+    model's: a teacher from another model family."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<|start|>", "<|end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(["I need the sum.\n<request>add 2 and 3</request>\n<result>\n5\n</result>\nSo \\boxed{5}.",
+                             "What is 12 + 30? The answer is \\boxed{42}."] * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|end|>", pad_token="<pad>")
+    tokenizer.chat_template = ("{% for m in messages %}<|start|>{{ m['role'] }}\n{{ m['content'] }}<|end|>\n{% endfor %}"
+                               "{% if add_generation_prompt %}<|start|>assistant\n{% endif %}")
+    target = tmp_path_factory.mktemp("tiny-foreign")
+    torch.manual_seed(4)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=8192, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, initializer_range=0.3)
+    LlamaForCausalLM(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="session")
 def vllm_tiny_dir(embedded_dir, tmp_path_factory) -> Path:
     """Heads of size 64: vLLM's CPU attention supports only the usual head sizes (not tiny_dir's 16)."""
     return build_tiny_model(embedded_dir, tmp_path_factory.mktemp("tiny-vllm"), seed=3, hidden=256)

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from agents.errors import DuetError
 from agents.requester import Requester, RequesterSettings
+from agents.tokenizing import encode_text, tokenizer_fingerprint
 from duet.configfile import load_config
 from graph.state import AgentState, Call, Segment, Trajectory
+from tests.scripted import ScriptedBackend
 from training.answers import Verdict
 from training.config import SFTRunConfig, TraceSettings
 from training.data import write_jsonl
-from training.sft import keep_traces, run_sft, split_response, to_trajectory
+from training.sft import as_trace, ids_are_ours, keep_traces, read_traces, run_sft, split_response, to_trajectory
 
 RIGHT, WRONG = Verdict(correct=True), Verdict(correct=False, reason="different value")
 
@@ -59,12 +62,12 @@ def test_a_trace_becomes_a_trajectory_trained_only_on_the_requesters_tokens(tiny
     assert trajectory.segments[-1].token_ids[-1] == tokenizer.eos_token_id  # the model learns to stop after its answer
     expected = [float(s.source == "requester") for s in trajectory.segments for _ in s.token_ids]
     assert trajectory.loss_mask == expected and sum(expected) > 0
-    exact = {"question": "q", "segments": [{"source": "requester", "text": "anything", "token_ids": [11, 12, 13]}]}
-    assert to_trajectory(exact, requester, tokenizer).segments[-1].token_ids == [11, 12, 13]  # recorded ids are kept as sampled
+    exact = {"question": "q", "tokenizer": tokenizer_fingerprint(tokenizer), "segments": [{"source": "requester", "text": "anything", "token_ids": [11, 12, 13]}]}
+    assert to_trajectory(exact, requester, tokenizer).segments[-1].token_ids == [11, 12, 13]  # this tokenizer's ids are kept as sampled
 
 
 def test_sft_on_a_trace_file_lowers_the_loss_and_saves_a_requester_without_few_shot(tmp_path, tiny_dir):
-    from agents.models import trained_requester_settings
+    from agents.models import trained_settings
     from graph.build import Team
 
     traces = tmp_path / "traces.jsonl"
@@ -77,15 +80,17 @@ def test_sft_on_a_trace_file_lowers_the_loss_and_saves_a_requester_without_few_s
         "traces": {"file": str(traces)},
         "sft": {"output_dir": str(tmp_path / "sft"), "learning_rate": 0.01, "num_train_epochs": 6, "per_device_train_batch_size": 2,
                 "lr_scheduler_type": "constant", "report_to": ["none"]},
-        "agent": {"requester": {"few_shot": False}},
+        "agent": {"requester": {"few_shot": False, "max_segment_tokens": 64}, "limits": {"max_calls": 2, "max_total_tokens": 256}},
     })
     checkpoint = run_sft(config)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 12 and losses[-1] < losses[0] / 2, losses
     assert checkpoint.is_symlink() and (checkpoint / "model.safetensors").is_file()
-    assert trained_requester_settings(str(checkpoint)) == {"few_shot": False, "mode": "request"}
+    assert trained_settings(str(checkpoint)) == {"requester": {"few_shot": False, "mode": "request", "max_segment_tokens": 64},
+                                                 "limits": {"max_calls": 2, "max_total_tokens": 256}}
     team = Team(str(checkpoint), str(tiny_dir))
-    assert team.requester.settings.few_shot is False
+    assert team.requester.settings.few_shot is False and team.requester.settings.max_segment_tokens == 64
+    assert team.config.limits.max_calls == 2 and team.config.limits.max_total_tokens == 256  # the limits it was trained under
 
 
 def test_demonstrations_are_trained_on_with_the_sampled_traces(tmp_path, tiny_dir):
@@ -147,3 +152,121 @@ def test_a_right_answer_with_format_problems_is_not_kept():
     cut = sampled_run("right but cut off", asked=True).model_copy(update={"status": "limit"})
     kept = keep_traces([(row, untidy, RIGHT), (row, cut, RIGHT), (row, well, RIGHT)], TraceSettings(require_request=True, max_per_question=5))
     assert [t["segments"][-1]["text"] for t in kept] == ["right and tidy"]
+
+
+TEACHER_TEXTS = ["I need the sum.\n<request>add 2 and 3</request>", "\n<result>\n5\n</result>\n", "So \\boxed{5}."]
+
+
+def teacher_run(tokenizer) -> AgentState:
+    """A right run that asked, as a model with `tokenizer` samples it: its own ids, the text they decode to (the last
+    segment ends with its end of turn)."""
+    def segment(source: str, text: str, ends_turn: bool = False) -> Segment:
+        ids = encode_text(tokenizer, text) + ([tokenizer.eos_token_id] if ends_turn else [])
+        return Segment(source=source, token_ids=ids, text=tokenizer.decode(ids))
+
+    first, result, answer = TEACHER_TEXTS
+    segments = [Segment(source="prompt", token_ids=[1, 2], text="p"), segment("requester", first), segment("inserted", result), segment("requester", answer, True)]
+    return AgentState(question="What is 2 + 3?", trajectory=Trajectory(segments=segments), calls=[Call(request="add 2 and 3")], status="answered", answer="5")
+
+
+def test_traces_written_by_another_tokenizer_are_tokenized_again_segment_by_segment(tiny_backend, foreign_tiny_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    teacher, student = AutoTokenizer.from_pretrained(foreign_tiny_dir), tiny_backend.tokenizer
+    row = {"id": "a", "question": "What is 2 + 3?", "answer": "5"}
+    [kept] = keep_traces([(row, teacher_run(teacher), RIGHT)], TraceSettings(), teacher)
+    assert kept["tokenizer"] == tokenizer_fingerprint(teacher) and kept["tokenizer"]["vocabulary"] != tokenizer_fingerprint(student)["vocabulary"]
+    assert [s["text"] for s in kept["segments"]] == TEACHER_TEXTS  # the text as it reads, without the teacher's end of turn
+    write_jsonl([kept], tmp_path / "traces.jsonl")
+    [trace] = read_traces(tmp_path / "traces.jsonl")  # as traces.file reads it
+
+    requester = Requester(tiny_backend, RequesterSettings(few_shot=False))
+    trajectory = to_trajectory(trace, requester, student, tokenizer_fingerprint(student))
+    written = trajectory.segments[1:]
+    assert [s.source for s in written] == ["requester", "inserted", "requester"]
+    expected = [encode_text(student, TEACHER_TEXTS[0]), encode_text(student, TEACHER_TEXTS[1]), [*encode_text(student, TEACHER_TEXTS[2]), student.eos_token_id]]
+    assert [s.token_ids for s in written] == expected != [s["token_ids"] for s in trace["segments"]]
+    assert trajectory.loss_mask == [0] * len(trajectory.segments[0].token_ids) + [1] * len(expected[0]) + [0] * len(expected[1]) + [1] * len(expected[2])
+    assert student.decode([t for s in written for t in s.token_ids]) == "".join(TEACHER_TEXTS) + student.eos_token  # one end of turn, the student's
+    assert ids_are_ours(trace, student) is False
+
+    # the teacher's own tokenizer (or any with the same vocabulary, under another name) keeps the ids as sampled
+    as_teacher = Requester(ScriptedBackend(teacher, []), RequesterSettings(few_shot=False))
+    assert [s.token_ids for s in to_trajectory(trace, as_teacher, teacher).segments[1:]] == [s["token_ids"] for s in trace["segments"]]
+
+
+def test_traces_that_do_not_name_their_tokenizer_are_checked_against_the_model(tiny_backend, foreign_tiny_dir):
+    """Files written before traces named their tokenizer: the model's own ids decode to the text and are kept; a
+    foreign tokenizer's are refused in one line (their text holds the writer's end of turn, which nothing names)."""
+    from transformers import AutoTokenizer
+
+    teacher, student = AutoTokenizer.from_pretrained(foreign_tiny_dir), tiny_backend.tokenizer
+    row = {"id": "a", "question": "What is 2 + 3?", "answer": "5"}
+    requester = Requester(tiny_backend, RequesterSettings(few_shot=False))
+    own = as_trace(row, teacher_run(student))
+    assert "tokenizer" not in own and ids_are_ours(own, student) is True
+    assert [s.token_ids for s in to_trajectory(own, requester, student).segments[1:]] == [s["token_ids"] for s in own["segments"]]
+    foreign = as_trace(row, teacher_run(teacher))
+    with pytest.raises(DuetError, match="not this model's tokenizer's .* sample the traces again"):
+        to_trajectory(foreign, requester, student)
+    text_only = {**foreign, "segments": [{k: v for k, v in s.items() if k != "token_ids"} for s in foreign["segments"]]}
+    assert ids_are_ours(text_only, student) is None and to_trajectory(text_only, requester, student).segments[1].token_ids == encode_text(student, TEACHER_TEXTS[0])
+
+
+def test_a_teacher_samples_under_the_students_settings_and_its_traces_name_its_tokenizer(tmp_path, tiny_dir, foreign_tiny_dir, monkeypatch):
+    """The teacher is a duet checkpoint trained inline with long segments: its traces are still sampled in the mode
+    and limits the student is trained for, and written with the teacher's tokenizer named."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer
+
+    import training.sft as sft
+    from graph.build import as_trained
+    from training.policy import Policy
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(foreign_tiny_dir, teacher)
+    (teacher / "duet.json").write_text(json.dumps({"requester": {"mode": "inline", "max_segment_tokens": 200}, "limits": {"max_total_tokens": 400}}))
+    seen = {}
+
+    def keep(sampled, settings, tokenizer=None):
+        seen["tokenizer"], seen["states"] = tokenizer, [state for _, state, _ in sampled]
+        return []
+
+    monkeypatch.setattr(sft, "keep_traces", keep)
+    data = tmp_path / "questions.jsonl"
+    write_jsonl([{"id": "x", "question": "What is 2 + 3?", "answer": "5"}], data)
+    config = load_config(SFTRunConfig, None, {
+        "model": {"requester": str(tiny_dir), "coder": str(tiny_dir)},
+        "data": {"train": [str(data)]},
+        "traces": {"teacher": str(teacher), "samples_per_question": 2, "temperatures": [1.0], "few_shot": False},
+        "sft": {"output_dir": str(tmp_path / "sft"), "report_to": ["none"]},
+        "agent": {"requester": {"max_segment_tokens": 3}, "limits": {"max_total_tokens": 5}},
+    })
+    policy = Policy(config.model, device=torch.device("cpu"))
+    sft.collect_traces(config, policy, [{"id": "x", "question": "What is 2 + 3?", "answer": "5"}], as_trained(config.agent, policy.spec))
+    assert tokenizer_fingerprint(seen["tokenizer"]) == tokenizer_fingerprint(AutoTokenizer.from_pretrained(teacher))
+    assert len(seen["states"]) == 2 and all(s.trajectory.count("requester", "inserted") <= 5 for s in seen["states"])
+    as_student = Requester(ScriptedBackend(seen["tokenizer"], []), RequesterSettings(few_shot=False, mode="request"))
+    assert seen["states"][0].trajectory.segments[0].token_ids == as_student.prompt_ids("What is 2 + 3?")[0]  # the request mode's prompt
+
+
+def test_sft_on_a_file_another_tokenizer_wrote_trains_on_its_text_and_says_so(tmp_path, tiny_dir, foreign_tiny_dir, capsys):
+    from transformers import AutoTokenizer
+
+    teacher = AutoTokenizer.from_pretrained(foreign_tiny_dir)
+    rows = [{"id": f"r{n}", "question": f"What is {n} + 3?", "answer": str(n + 3)} for n in range(2)]
+    traces = tmp_path / "traces.jsonl"
+    write_jsonl([as_trace(row, teacher_run(teacher).model_copy(update={"question": row["question"]}), teacher) for row in rows], traces)
+    data = tmp_path / "questions.jsonl"
+    write_jsonl(rows, data)
+    config = load_config(SFTRunConfig, None, {
+        "model": {"requester": str(tiny_dir), "coder": str(tiny_dir)},
+        "data": {"train": [str(data)]},
+        "traces": {"file": str(traces)},
+        "sft": {"output_dir": str(tmp_path / "sft"), "num_train_epochs": 1, "per_device_train_batch_size": 2, "report_to": ["none"]},
+        "agent": {"requester": {"few_shot": False}},
+    })
+    assert (run_sft(config) / "model.safetensors").is_file()
+    assert "tokenizing 2 traces again from their text: another tokenizer wrote their ids" in capsys.readouterr().err

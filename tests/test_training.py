@@ -87,14 +87,33 @@ def test_equal_reward_groups_are_dropped_and_counted(tmp_path, tiny_dir, questio
 
 def test_training_in_the_inline_mode_loads_no_coder_and_the_checkpoint_remembers_it(tmp_path, tiny_dir, questions):
     """The coder named here cannot be reached, so the run would stop at once if the inline mode loaded it."""
-    from agents.models import trained_requester_settings
+    from agents.models import trained_settings
 
     config = recipe(tmp_path, tiny_dir, questions, grpo={"max_steps": 1})
     config["model"]["coder"] = "openai:http://127.0.0.1:1/v1#coder"
     config["agent"]["requester"] = {**config["agent"]["requester"], "mode": "inline"}
     rows = run(config)
     assert [row["step"] for row in rows] == [1] and rows[0]["error_rate"] == 0.0
-    assert trained_requester_settings(str(Path(config["grpo"]["output_dir"]) / "checkpoint-latest"))["mode"] == "inline"
+    assert trained_settings(str(Path(config["grpo"]["output_dir"]) / "checkpoint-latest"))["requester"]["mode"] == "inline"
+
+
+def test_training_from_a_checkpoint_goes_on_under_the_limits_it_remembers(tmp_path, tiny_dir, questions):
+    """The recipe names no limits: the rollouts are cut to the one token the checkpoint was trained with (the
+    defaults would allow 256 a segment), and the new checkpoint remembers the same, with what the recipe did set."""
+    import shutil
+
+    from agents.models import trained_settings
+
+    start = tmp_path / "start"
+    shutil.copytree(tiny_dir, start)
+    (start / "duet.json").write_text(json.dumps({"base": None, "requester": {"few_shot": False, "mode": "request", "max_segment_tokens": 1},
+                                                 "limits": {"max_calls": 0, "max_total_tokens": 1}}))
+    config = recipe(tmp_path, tiny_dir, questions, model={"requester": str(start)}, grpo={"max_steps": 1})
+    config["agent"] = {"limits": {"max_calls": 1}}
+    rows = run(config)
+    assert rows[0]["completion_length"] <= 1
+    assert trained_settings(str(Path(config["grpo"]["output_dir"]) / "checkpoint-latest")) == {
+        "requester": {"few_shot": False, "mode": "request", "max_segment_tokens": 1}, "limits": {"max_calls": 1, "max_total_tokens": 1}}
 
 
 def test_a_vllm_engine_sleeps_through_each_update_and_wakes_for_the_push(tmp_path, tiny_dir, questions, monkeypatch):

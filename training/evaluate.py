@@ -217,10 +217,13 @@ def _shown(value) -> str:
 async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -> tuple[list[Summary], EvalSettings]:
     """Run what `out/records.jsonl` lacks for this run's datasets and modes (and what ended in a backend error),
     append each result as it finishes, and summarize every record of the folder."""
-    from graph.build import Team
+    from graph.build import Team, as_trained
     from graph.run import run_question
 
     out.mkdir(parents=True, exist_ok=True)
+    # what the requester's checkpoint remembers (its limits among them), unless given: settings.json and agent.yaml
+    # hold the settings the records were made under, so the report names them and its command repeats them
+    config = config.model_copy(update={"agent": as_trained(config.agent, config.requester)})
     settings = settled(config, out)
     records_path = out / "records.jsonl"
     drop_partial_line(records_path)
@@ -278,13 +281,18 @@ def _here(path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
-def write_report(summaries: list[Summary], out: Path, command: str) -> None:
-    """report.json (for `duet eval compare`), report.md (the table and what each mode means), charts as PNG."""
-    (out / "report.json").write_text(json.dumps({"command": command, "summaries": [s.model_dump() for s in summaries]}, indent=2))
+def write_report(summaries: list[Summary], out: Path, command: str, agent: AgentConfig | None = None) -> None:
+    """report.json (for `duet eval compare`), report.md (the table, what each mode means and, given the agent
+    settings the records were made under, the limits), charts as PNG."""
+    limits = None if agent is None else {**agent.limits.model_dump(), "max_segment_tokens": agent.requester.max_segment_tokens}
+    (out / "report.json").write_text(json.dumps({"command": command, "limits": limits, "summaries": [s.model_dump() for s in summaries]}, indent=2))
     charts = [("accuracy", "accuracy", 1.0), ("requests_per_question", "requests per question", None)]
     images = "\n".join(f"![{label}]({field}.png)" for field, label, _ in charts)
     notes = "\n".join(f"- {MODE_NOTES[mode]}" for mode in MODE_NOTES if any(s.mode == mode for s in summaries))
-    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\nModes:\n{notes}\n", markdown_table(summaries), "", images, ""]
+    ran_under = "" if limits is None else (
+        f"Limits: at most {limits['max_calls']} requests and {limits['max_total_tokens']} tokens per question (the requester's and the "
+        f"results', prompt excluded), {limits['max_segment_tokens']} tokens per requester segment.\n\n")
+    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\n{ran_under}Modes:\n{notes}\n", markdown_table(summaries), "", images, ""]
     (out / "report.md").write_text("\n".join(lines))
     for field, label, top in charts:
         plot_metric(summaries, field, label, top, out / f"{field}.png")

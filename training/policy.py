@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from agents.errors import DuetError
-from agents.models import checkpoint_info, load_causal_lm, parse_spec, resolve_weights
+from agents.models import load_causal_lm, parse_spec, resolve_weights
 from training.batch import TrajectoryBatch, policy_logprobs
 from training.config import ModelSettings
 
@@ -29,7 +29,6 @@ class Policy:
         weights = resolve_weights(parsed)
         self.weights = weights
         self.model, self.tokenizer = load_causal_lm(weights, settings.dtype, str(device))
-        self.trained_with = checkpoint_info(weights).get("requester", {})
         self.lora = settings.lora
         if settings.lora is not None:
             from peft import LoraConfig, get_peft_model
@@ -89,9 +88,10 @@ class Policy:
 
         return frozen_copy
 
-    def checkpoint_info(self, requester_settings: dict) -> dict:
-        """duet.json of a checkpoint: an adapter names its base model by spec, so loading it recreates the chain."""
-        return {"base": self.spec if self.lora is not None else None, "requester": requester_settings}
+    def checkpoint_info(self, remembered: dict[str, dict]) -> dict:
+        """duet.json of a checkpoint: an adapter names its base model by spec, so loading it recreates the chain; and
+        the settings it was trained under (`AgentConfig.remembered()`), which graph.build.as_trained applies."""
+        return {"base": self.spec if self.lora is not None else None, **remembered}
 
 
 def weights_checksum(model) -> float:
@@ -103,11 +103,3 @@ def weights_checksum(model) -> float:
             total += values.sum() + (values * values).sum()
     return float(total)
 
-
-def trained_for(settings, policy: Policy) -> None:
-    """Fill the requester settings left unset (few-shot examples, mode) as the policy's checkpoint was trained, so
-    training goes on with the prompt and protocol the model learned."""
-    defaults = {"few_shot": True, "mode": "request"}
-    for key, default in defaults.items():
-        if getattr(settings, key) is None:
-            setattr(settings, key, policy.trained_with.get(key, default))

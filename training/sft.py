@@ -4,10 +4,14 @@ Traces come from the graph itself (rejection sampling: runs of the requester, or
 right and made a request), or from a JSONL file. The loss is cross-entropy on the requester's own tokens only, with
 the same loss mask as GRPO: the prompt and the inserted results are never trained on. Each trace keeps the token ids
 it was generated with; only the prompt is rebuilt, from the settings the model is being trained for (e.g. without
-the few-shot examples, which shortens every later trajectory).
+the few-shot examples, which shortens every later trajectory). Ids are only ids under the tokenizer that wrote them:
+a trace written by another tokenizer (a teacher's, another model's file) is tokenized again from its text, segment
+by segment, so the loss mask stays exact.
 
-Trace file rows: {"question", "segments": [{"source": "requester" | "inserted", "text", "token_ids"?}]}, as written
-by `traces.save_to`; or simply {"question", "response"}, where <result>...</result> blocks are the inserted parts.
+Trace file rows: {"question", "segments": [{"source": "requester" | "inserted", "text", "token_ids"?}], "tokenizer"?},
+as written by `traces.save_to` (`tokenizer`, from agents.tokenizing.tokenizer_fingerprint, names the tokenizer of the
+ids; each segment's text is what it reads as, without control tokens such as the end of turn); or simply
+{"question", "response"}, where <result>...</result> blocks are the inserted parts.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import torch
 from agents.errors import DuetError
 from agents.protocol import RESULT_CLOSE, RESULT_OPEN
 from agents.requester import Requester
-from agents.tokenizing import encode_text
-from graph.build import Team, build_graph
+from agents.tokenizing import encode_text, tokenizer_fingerprint
+from graph.build import Team, as_trained, build_graph
+from graph.config import AgentConfig
 from graph.run import run_batch
 from graph.seeds import derive_seed
 from graph.state import AgentState, Segment, Trajectory
@@ -33,7 +38,7 @@ from training.accelerate_setup import make_accelerator
 from training.answers import Verdict
 from training.config import SFTRunConfig, TraceSettings
 from training.data import load_rows, write_jsonl
-from training.policy import Policy, trained_for
+from training.policy import Policy
 from training.rewards import acheck_answer, format_reward
 
 RESULT_BLOCK = re.compile(rf"\n?{re.escape(RESULT_OPEN)}.*?{re.escape(RESULT_CLOSE)}\n?", re.DOTALL)
@@ -49,6 +54,9 @@ def run_sft(config: SFTRunConfig) -> Path:
     accelerator = make_accelerator(args, config.agent.backends.device)
     console = Console(stderr=True, soft_wrap=True)
     policy = Policy(config.model, device=accelerator.device)
+    # the settings the model is trained for, once: its checkpoint's (prompt, mode, limits) where the recipe sets none;
+    # traces are sampled under them and the new checkpoint remembers them
+    agent = as_trained(config.agent, policy.spec)
 
     # ---- traces: sampled through the graph (each process its share of the questions), or read from a file; the
     # demonstrations are read first, so a broken file stops the run before the sampling
@@ -58,7 +66,7 @@ def run_sft(config: SFTRunConfig) -> Path:
     else:
         rows = [row for path in config.data.train for row in path.load().rows]
         mine = rows[accelerator.process_index :: accelerator.num_processes]
-        traces = [t for part in gather_object([collect_traces(config, policy, mine)]) for t in part]
+        traces = [t for part in gather_object([collect_traces(config, policy, mine, agent)]) for t in part]
         if config.traces.save_to is not None and accelerator.is_main_process:
             write_jsonl(traces, config.traces.save_to)
     traces += demonstrations
@@ -68,11 +76,14 @@ def run_sft(config: SFTRunConfig) -> Path:
     if accelerator.is_main_process:
         console.print(f"training on {len(traces)} traces of {len({t['question'] for t in traces})} questions", highlight=False)
 
-    # ---- the examples: the prompt the model is trained for, then each trace's own ids
-    agent = config.agent.model_copy(deep=True)
-    trained_for(agent.requester, policy)
+    # ---- the examples: the prompt the model is trained for, then each trace's own ids (its text, tokenized again,
+    # when another tokenizer wrote them)
     prompter = Requester(policy_backend(policy, config), agent.requester)
-    examples = [to_trajectory(trace, prompter, policy.tokenizer) for trace in traces]
+    student = tokenizer_fingerprint(policy.tokenizer)
+    foreign = sum(ids_are_ours(trace, policy.tokenizer, student) is False for trace in traces)
+    if foreign and accelerator.is_main_process:
+        console.print(f"tokenizing {foreign} traces again from their text: another tokenizer wrote their ids", highlight=False)
+    examples = [to_trajectory(trace, prompter, policy.tokenizer, student) for trace in traces]
     loader = torch.utils.data.DataLoader(
         examples, batch_size=args.per_device_train_batch_size, shuffle=True,
         collate_fn=lambda trajectories: TrajectoryBatch.from_trajectories(trajectories, policy.pad_id, with_logprobs=False),
@@ -120,49 +131,53 @@ def run_sft(config: SFTRunConfig) -> Path:
                     progress.update(task, completed=step, live=f"loss {row['loss']:.3f}  epoch {epoch + 1}")
                     if step % args.save_steps == 0 and step < total_steps:
                         save_checkpoint(accelerator, Path(args.output_dir), step, model, policy.tokenizer,
-                                        policy.checkpoint_info(agent.requester.model_dump(include={"few_shot", "mode"})), {"step": step}, optimizer, scheduler, args.save_total_limit)
+                                        policy.checkpoint_info(agent.remembered()), {"step": step}, optimizer, scheduler, args.save_total_limit)
     save_checkpoint(accelerator, Path(args.output_dir), step, model, policy.tokenizer,
-                    policy.checkpoint_info(agent.requester.model_dump(include={"few_shot", "mode"})), {"step": step}, optimizer, scheduler, args.save_total_limit)
+                    policy.checkpoint_info(agent.remembered()), {"step": step}, optimizer, scheduler, args.save_total_limit)
     accelerator.end_training()
     return Path(args.output_dir) / "checkpoint-latest"
 
 
-def collect_traces(config: SFTRunConfig, policy: Policy, rows: list[dict]) -> list[dict]:
+def collect_traces(config: SFTRunConfig, policy: Policy, rows: list[dict], agent: AgentConfig) -> list[dict]:
     """Rejection sampling through the graph: k runs per question at each temperature; keep the right ones (that
-    asked, if required), without duplicates, at most max_per_question per question."""
+    asked, if required), without duplicates, at most max_per_question per question. A teacher samples under the
+    settings its student is trained for (`agent`: mode, limits), with traces.few_shot; never under its own."""
     settings = config.traces
+    requester_settings = agent.requester.filled()
 
     async def sample() -> list[dict]:
         own = None if settings.teacher else policy_backend(policy, config)
-        team = Team(settings.teacher or policy.spec, config.model.coder, config.agent, requester_backend=own)
+        team = Team(settings.teacher or policy.spec, config.model.coder, agent, requester_backend=own, load_coder=requester_settings.mode == "request")
         sampled = []
         try:
             for temperature in settings.temperatures:
                 sampling = {"temperature": temperature, "few_shot": settings.few_shot}
-                requester = Requester(team.requester.backend, team.requester.settings.model_copy(update=sampling))
-                graph = build_graph(requester, team.coder, team.sandbox, team.config)
+                requester = Requester(team.requester.backend, requester_settings.model_copy(update=sampling))
+                graph = build_graph(requester, team.coder, team.sandbox, agent)
                 runs = [row for row in rows for _ in range(settings.samples_per_question)]
                 seeds = [derive_seed(config.sft.seed, temperature, row["id"], k) for row in rows for k in range(settings.samples_per_question)]
-                states = await run_batch(graph, [row["question"] for row in runs], team.config, seeds=seeds)
+                states = await run_batch(graph, [row["question"] for row in runs], agent, seeds=seeds)
                 verdicts = await asyncio.gather(*(acheck_answer(row, state.answer) for row, state in zip(runs, states)))
                 sampled += zip(runs, states, verdicts)
         finally:
             await team.aclose()
             if own is not None:
                 await own.aclose()
-        return keep_traces(sampled, settings)
+        return keep_traces(sampled, settings, team.requester.backend.tokenizer)
 
     return asyncio.run(sample())
 
 
-def keep_traces(sampled: list[tuple[dict, AgentState, Verdict]], settings: TraceSettings) -> list[dict]:
+def keep_traces(sampled: list[tuple[dict, AgentState, Verdict]], settings: TraceSettings, tokenizer=None) -> list[dict]:
     """The rejection rule: a run is kept when its answer is right, its format reward is 1 (a right answer after an
     unclosed tag or followed by more text would teach the format away) and (with require_request) it asked at least
-    once; identical runs once; at most max_per_question per question, in the order sampled."""
+    once; identical runs once; at most max_per_question per question, in the order sampled. `tokenizer` is the
+    one that wrote the runs' ids (see as_trace)."""
     kept: dict[str, list[dict]] = {}
+    fingerprint = None if tokenizer is None else tokenizer_fingerprint(tokenizer)
     for row, state, verdict in sampled:
         if verdict.correct and format_reward(row, state) == 1.0 and (state.calls or not settings.require_request):
-            trace = as_trace(row, state)
+            trace = as_trace(row, state, tokenizer, fingerprint)
             same = kept.setdefault(row["id"], [])
             if len(same) < settings.max_per_question and trace["segments"] not in [t["segments"] for t in same]:
                 same.append(trace)
@@ -175,9 +190,19 @@ def policy_backend(policy: Policy, config: SFTRunConfig):
     return TransformersBackend(policy.model, policy.tokenizer, name=policy.spec, max_batch_size=config.agent.backends.max_batch_size, seed=config.sft.seed)
 
 
-def as_trace(row: dict, state: AgentState) -> dict:
-    segments = [{"source": s.source, "text": s.text, "token_ids": s.token_ids} for s in state.trajectory.segments if s.source != "prompt"]
-    return {"id": row["id"], "question": row["question"], "answer": row["answer"], "segments": segments}
+def as_trace(row: dict, state: AgentState, tokenizer=None, fingerprint: dict | None = None) -> dict:
+    """A run as a trace: its segments after the prompt, with the ids as sampled and, given the `tokenizer` that wrote
+    them, its fingerprint (which says whose ids they are) and each requester segment's text without control tokens
+    (the end of turn), so that another tokenizer can tokenize the text again as a live run would have written it."""
+    def text_of(segment: Segment) -> str:
+        readable = tokenizer is not None and segment.source == "requester"
+        return tokenizer.decode(segment.token_ids, skip_special_tokens=True) if readable else segment.text
+
+    segments = [{"source": s.source, "text": text_of(s), "token_ids": s.token_ids} for s in state.trajectory.segments if s.source != "prompt"]
+    trace = {"id": row["id"], "question": row["question"], "answer": row["answer"], "segments": segments}
+    if tokenizer is not None:
+        trace["tokenizer"] = fingerprint or tokenizer_fingerprint(tokenizer)
+    return trace
 
 
 def read_traces(path: Path) -> list[dict]:
@@ -199,20 +224,49 @@ def read_traces(path: Path) -> list[dict]:
     return traces
 
 
-def to_trajectory(trace: dict, prompter: Requester, tokenizer) -> Trajectory:
-    """The prompt for the settings being trained, then the trace's segments: their own ids when it has them, else
-    its text tokenized once, piece by piece, ending with the end-of-turn token a live run would have written."""
+def to_trajectory(trace: dict, prompter: Requester, tokenizer, fingerprint: dict | None = None) -> Trajectory:
+    """The prompt for the settings being trained, then the trace's segments: their own ids when they are this
+    tokenizer's (`ids_are_ours`; `fingerprint` is the tokenizer's, computed once by the caller), else their text
+    tokenized once, piece by piece (so the mask stays exact), ending with the end-of-turn token a live run would have
+    written."""
     prompt, _ = prompter.prompt_ids(trace["question"])
     segments = [Segment(source="prompt", token_ids=prompt, text=tokenizer.decode(prompt))]
     pieces = trace.get("segments") or split_response(trace["response"])
+    ours = ids_are_ours(trace, tokenizer, fingerprint) is not False
     for index, piece in enumerate(pieces):
-        ids = piece.get("token_ids")
+        ids = piece.get("token_ids") if ours else None
         if ids is None:
+            if not isinstance(piece.get("text"), str):
+                raise DuetError(f"a segment of the trace of {trace['question'][:60]!r} has no text to tokenize; give each segment its text")
             ids = encode_text(tokenizer, piece["text"])
             if index == len(pieces) - 1 and piece["source"] == "requester":
                 ids = [*ids, tokenizer.eos_token_id]
         segments.append(Segment(source=piece["source"], token_ids=ids, text=tokenizer.decode(ids)))
     return Trajectory(segments=segments)
+
+
+def ids_are_ours(trace: dict, tokenizer, fingerprint: dict | None = None) -> bool | None:
+    """Whether the trace's token ids are `tokenizer`'s (None when it has no ids). A trace that names its tokenizer is
+    answered by the vocabulary hash. One written before duet named them is the tokenizer's when every segment's ids
+    are in its range and decode to the segment's text; otherwise it is refused, not tokenized again: its text still
+    holds the writer's control tokens as strings (its end of turn), and nothing says which they are."""
+    pieces = [piece for piece in trace.get("segments") or () if piece.get("token_ids") is not None]
+    if not pieces:
+        return None
+    writer = trace.get("tokenizer")
+    if isinstance(writer, dict):
+        return writer.get("vocabulary") == (fingerprint or tokenizer_fingerprint(tokenizer))["vocabulary"]
+    size = len(tokenizer)
+    for piece in pieces:
+        ids = piece["token_ids"]
+        fits = isinstance(ids, list) and all(isinstance(i, int) and 0 <= i < size for i in ids)
+        if not fits or piece.get("text") not in (tokenizer.decode(ids), tokenizer.decode(ids, skip_special_tokens=True)):
+            raise DuetError(
+                f"the trace of {trace['question'][:60]!r} has token ids that are not this model's tokenizer's (they do not decode to "
+                "their text) and does not say which tokenizer wrote them; sample the traces again (traces.save_to now records it) "
+                "or remove their token_ids to train on their text"
+            )
+    return True
 
 
 def split_response(response: str) -> list[dict]:

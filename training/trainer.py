@@ -33,7 +33,7 @@ from training.data import TrainingStream, load_rows
 from training.difficulty import load_pass_rates
 from training.evaluate import record_of, summarize
 from training.grpo import equal_reward_groups, group_advantages, grpo_loss, sampler_correction
-from training.policy import Policy, trained_for, weights_checksum
+from training.policy import Policy, weights_checksum
 from training.rewards import RewardScorer
 from training.rollout import rollout_groups
 from training.run_log import RunLog
@@ -73,14 +73,15 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
     agent = config.agent.model_copy(deep=True)
     agent.requester.temperature, agent.requester.top_p = args.temperature, args.top_p
     agent.backends.device = str(accelerator.device)  # a local coder sits beside this process's policy
-    trained_for(agent.requester, policy)
     backend = rollout_backend(policy, accelerator.unwrap_model(model), agent, args.seed + rank, args.vllm_enable_sleep_mode)
     adapter_folder = args.output_dir / f"rollout-adapter-rank{rank}"
     sleeping = policy.rollout_engine == "vllm" and args.vllm_enable_sleep_mode
     team = Team(policy.spec, config.model.coder, agent, requester_backend=backend)
+    agent = team.config  # what the policy's checkpoint remembers (prompt, mode, limits), unless the recipe sets it
+    config = config.model_copy(update={"agent": agent})
     graph = team.graph()
     scorer = RewardScorer(config.rewards)
-    requester_settings = agent.requester.model_dump(include={"few_shot", "mode"})
+    remembered = agent.remembered()  # the checkpoints' duet.json: the settings this run trains under
     record_mode = "inline" if team.requester.mode == "inline" else "coder"  # as `duet eval` names the modes
 
     start = 0
@@ -150,7 +151,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             log.step(step + 1, gather_object([outcome]), weights, update, timings, optimizer)
             log.rollouts(step + 1, rank, group, states, components, rewards.tolist(), args.num_generations)
             if (step + 1) % args.save_steps == 0 or step + 1 == args.max_steps:
-                save(accelerator, args, step + 1, model, policy, requester_settings, optimizer, scheduler, log)
+                save(accelerator, args, step + 1, model, policy, remembered, optimizer, scheduler, log)
     finally:
         loop.run_until_complete(team.aclose())
         loop.run_until_complete(backend.aclose())
@@ -291,10 +292,10 @@ def stop_if_backends_fail(accelerator, states: list[AgentState], failed: torch.T
         raise DuetError(f"{float(share):.0%} of this step's rollouts failed ({example}); fix it and continue with --resume")
 
 
-def save(accelerator, args, step: int, model, policy: Policy, requester_settings: dict, optimizer, scheduler, log) -> None:
+def save(accelerator, args, step: int, model, policy: Policy, remembered: dict, optimizer, scheduler, log) -> None:
     try:
         path = save_checkpoint(
-            accelerator, args.output_dir, step, model, policy.tokenizer, policy.checkpoint_info(requester_settings),
+            accelerator, args.output_dir, step, model, policy.tokenizer, policy.checkpoint_info(remembered),
             {"step": step}, optimizer, scheduler, args.save_total_limit,
         )
         log.note(f"saved {path}")
