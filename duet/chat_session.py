@@ -73,7 +73,9 @@ async def run_chat(console: Console, thread: str | None, requester: str, coder: 
                     console.print(f"[dim]unknown command {line.split()[0]}. {HELP}[/]")
                 else:
                     async for event in stream_question(graph, line, config, thread):
-                        if event["event"] != "done":
+                        if event["event"] == "done":
+                            printer.finish(event["state"], team.requester.mode)
+                        else:
                             printer.show(event)
         finally:
             await team.aclose()

@@ -32,6 +32,9 @@ class OneLineUsageErrors(TyperGroup):
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         kwargs.setdefault("prog_name", "duet")  # also under python -m duet and accelerate launch -m duet
+        from training.progress import quiet_library_bars
+
+        quiet_library_bars()  # into a file or a pipe, no tqdm bars of the libraries (their carriage returns)
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -137,6 +140,7 @@ async def _ask(team, question: str, as_json: bool):
         printer = EventPrinter(console)
         async for event in stream_question(graph, question, team.config):
             if event["event"] == "done":
+                printer.finish(event["state"], team.requester.mode)  # why it ended without an answer, in one line
                 return event["state"]
             printer.show(event)
     finally:
@@ -298,10 +302,12 @@ def data_filter(
     mode: ModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Sample the requester k times per question; drop what it always solves; order the rest easy to hard."""
+    """Sample the requester k times per question; drop what it always solves; order the rest easy to hard. Each
+    question's pass rate is kept as it finishes (DATA.pass_rates.jsonl): the same command again resumes."""
     from graph.build import Team
     from training.data import load_rows, write_jsonl
-    from training.difficulty import filter_and_order, graph_answerer, measure_pass_rates, save_pass_rates
+    from training.difficulty import filter_and_order, graph_answerer, measure_pass_rates, measurement_log, save_pass_rates
+    from training.progress import Progress
 
     try:
         settings = agent_config(config, None, mode)
@@ -310,18 +316,27 @@ def data_filter(
         team = Team(requester, coder, settings)
     except DuetError as error:
         fail(str(error))
+    log = measurement_log(data)
+    measured_with = {"requester": requester, "coder": coder, "agent": team.config.model_dump(mode="json")}
 
-    async def measure():
+    async def measure(progress):
         try:
-            return await measure_pass_rates(rows, graph_answerer(team.graph(), team.config), k)
+            return await measure_pass_rates(rows, graph_answerer(team.graph(), team.config), k, log=log, settings=measured_with, on_progress=progress.update)
         finally:
             await team.aclose()
 
-    rates = asyncio.run(measure())
+    with Progress("filter", unit="question", console=err_console) as progress:
+        try:
+            rates = asyncio.run(measure(progress))
+        except DuetError as error:
+            fail(str(error))
     kept = filter_and_order(rows, rates)
     write_jsonl(kept, out)
     saved = save_pass_rates(data, rates, k)
     console.print(f"kept {len(kept)} of {len(rows)} questions (dropped those always solved) in {out}; pass rates in {saved}", highlight=False)
+    if len(rates) < len(rows):
+        err_console.print(f"{len(rows) - len(rates)} questions met a backend error and were not measured (left out); "
+                          "run the same command again to measure them", style="yellow", highlight=False)
 
 
 def set_option(example: str):
@@ -409,8 +424,6 @@ def evaluate(
     """Run the graph over datasets; write records.jsonl, report.md, report.json and accuracy.png to --out."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from training.data import parse_source
     from training.evaluate import EvalConfig, evaluate as run_evaluation, reproduce_command, write_report
 
@@ -425,10 +438,11 @@ def evaluate(
         fail(str(error))
     except ValueError:
         fail(f"--modes {modes}: give a comma-separated list of coder, inline, alone")
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console) as bar:
-        task = bar.add_task("questions", total=None)
+    from training.progress import Progress
+
+    with Progress("eval", unit="question", console=err_console) as progress:
         try:
-            summaries, settings = asyncio.run(run_evaluation(eval_config, out, lambda **kw: bar.update(task, **kw)))
+            summaries, settings = asyncio.run(run_evaluation(eval_config, out, progress.update))
         except DuetError as error:
             fail(str(error))
     write_report(summaries, out, reproduce_command(settings, out), settings.agent)

@@ -1,4 +1,5 @@
-"""How a run looks in the terminal: reasoning streams as plain text, every other step gets a labelled panel."""
+"""How a run looks in the terminal: reasoning streams as plain text, every other step gets a labelled panel, and a
+run that ends without an answer says in one line why and what to try."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
+
+from agents.protocol import NOTHING
 
 STYLES = {
     "request": ("request", "cyan"),
@@ -16,6 +19,36 @@ STYLES = {
     "error": ("error", "bold red"),
     "notice": ("notice", "yellow"),
 }
+
+
+def _try(mode: str) -> str:
+    other = "--mode request (the coder writes the programs)" if mode == "inline" else "--mode inline (it writes the programs itself)"
+    return f"try a trained requester (duet sft, duet train, then --requester runs/NAME/checkpoint-latest), {other}, or a bigger model (--requester Qwen/Qwen2.5-1.5B-Instruct)"
+
+
+def explain(state, mode: str = "request") -> str | None:
+    """One line on why a run ended without an answer and what to try, read off its final state (status, problems,
+    calls); for an answer given without any request, that nothing computed it. None for an answer after a request."""
+    asked = len(state.calls)
+    noticed = [problem for problem in state.problems if problem != NOTHING]
+    if state.status == "no_answer":
+        after = f"after {asked} request{'s' if asked != 1 else ''}" if asked else "without asking for any computation"
+        said = f" ({noticed[-1]})" if noticed else ""
+        return f"no answer: the requester stopped {after} and wrote no \\boxed{{}} answer{said}; small untrained models often do; {_try(mode)}"
+    if state.status == "limit":
+        problem = state.problems[-1] if state.problems else "a limit"
+        if problem.startswith("more than"):
+            allow = "allow more with --max-calls N"
+        elif problem == "token budget spent":
+            allow = "allow more with limits.max_total_tokens in --config"
+        else:
+            allow = "allow longer segments with requester.max_segment_tokens in --config"
+        return f"stopped at a limit: {problem}; {allow}, or, if it was going round in circles, {_try(mode)}"
+    if state.status == "error":
+        return "the run failed (the error is above), which says nothing about the model's answer; check the model specs, the server, or the sandbox with duet exec --info"
+    if state.status == "answered" and not asked:
+        return "answered from the requester's own reasoning, without a request: nothing was computed or checked"
+    return None
 
 
 class EventPrinter:
@@ -44,3 +77,12 @@ class EventPrinter:
         else:
             title, style = STYLES.get(kind, (kind, "white"))
             self.console.print(Panel(Text(text.rstrip() or "(empty)"), title=title, title_align="left", border_style=style))
+
+    def finish(self, state, mode: str = "request") -> None:
+        """After the run: the one-line explanation of how it ended, when it needs one."""
+        if self._in_reasoning:
+            self.console.out("")
+            self._in_reasoning = False
+        why = explain(state, mode)
+        if why:
+            self.console.print(Text(why, style="dim" if state.status == "answered" else "yellow"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from graph.config import AgentConfig
 from graph.state import AgentState
@@ -22,15 +22,20 @@ async def run_question(graph, question: str, config: AgentConfig, thread_id: str
 
 
 async def run_batch(
-    graph, questions: list[str], config: AgentConfig, concurrency: int | None = None, seeds: list[int] | None = None
+    graph, questions: list[str], config: AgentConfig, concurrency: int | None = None, seeds: list[int] | None = None,
+    on_finished: Callable[[AgentState], None] | None = None,
 ) -> list[AgentState]:
     """All questions run concurrently (up to `concurrency`), so the backend batches their requester calls. The same
-    question asked several times (a GRPO group) needs a seed per copy, or every copy samples the same tokens."""
+    question asked several times (a GRPO group) needs a seed per copy, or every copy samples the same tokens.
+    `on_finished` is called with each state as its run ends (to show progress)."""
     slots = asyncio.Semaphore(concurrency or len(questions) or 1)
 
     async def one(question: str, seed: int | None) -> AgentState:
         async with slots:
-            return await run_question(graph, question, config, seed=seed)
+            state = await run_question(graph, question, config, seed=seed)
+        if on_finished:
+            on_finished(state)
+        return state
 
     return list(await asyncio.gather(*(one(question, seed) for question, seed in zip(questions, seeds or [None] * len(questions), strict=True))))
 

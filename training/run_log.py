@@ -1,9 +1,11 @@
 """What a training run shows and keeps while it runs.
 
-    terminal        a progress bar with ETA and the live reward, accuracy, format rate and request rate (main process)
+    terminal        a progress bar with ETA and the live reward, accuracy, format rate and request rate (main process);
+                    into a file or a pipe (nohup, SLURM), the same as one plain line every logging_steps steps
     metrics.jsonl   one JSON row per step, every metric below (main process)
     trackers        TensorBoard event files, or trackio / W&B, through accelerate (every logging_steps)
-    curves.png      reward, accuracy, format rate, request rate, KL and response length over steps, rewritten as it runs
+    curves.png      reward, accuracy, format rate, request rate, KL and response length over steps, rewritten as it runs:
+                    each step a faint point, a smoothed line through them, held-out evaluations as marked points
     rollouts/rank-N.jsonl   every trajectory of process N: question id, reward and its parts, status, what it wrote
 
 On resume, rows logged after the checkpoint (by the run that was killed) are cut, so the log has each step once.
@@ -12,13 +14,14 @@ On resume, rows logged after the checkpoint (by the run that was killed) are cut
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from training.evaluate import summarize
+from training.progress import Progress
 
 CURVES = [("reward", "reward"), ("accuracy", "accuracy"), ("format_rate", "format rate"), ("asked_rate", "share with a request"),
           ("kl", "KL to reference"), ("completion_length", "requester tokens")]
@@ -40,12 +43,8 @@ class RunLog:
             if skipped_rows:
                 self.note(f"skipped {skipped_rows} data rows without a usable question or answer")
             accelerator.init_trackers(self.output_dir.name, config=_flat(config.model_dump(mode="json")))
-            self.progress = Progress(
-                TextColumn("[bold]GRPO"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[live]}"), console=self.console,
-            )
-            self.task = self.progress.add_task("steps", total=args.max_steps, completed=start_step, live="")
-            self.progress.start()
+            self.progress = Progress("GRPO", args.max_steps, unit="step", completed=start_step, console=self.console,
+                                     every=args.logging_steps, seconds=None).start()
 
     def step(self, step: int, outcomes: list[dict], weights: dict, update: dict, timings: dict, optimizer) -> None:
         """Every process calls this with every process's outcome of the step; the main process writes."""
@@ -84,11 +83,11 @@ class RunLog:
             sink.write(json.dumps(row) + "\n")
         if "reason" in update:
             self.note(f"step {step}: update skipped ({update['reason']})")
-        live = f"reward {row['reward']:.2f}  acc {row['accuracy']:.0%}  format {row['format_rate']:.0%}  asked {row['asked_rate']:.0%}"
-        self.progress.update(self.task, completed=step, live=live)
+        live = f"reward {row['reward']:.2f}  accuracy {row['accuracy']:.0%}  format {row['format_rate']:.0%}  asked {row['asked_rate']:.0%}"
+        self.progress.update(completed=step, live=live)
         if step % self.args.logging_steps == 0 or step == self.args.max_steps:
             self.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=step)
-            plot_curves(self.history, self.output_dir / "curves.png")
+            plot_curves(self.history, self.output_dir / "curves.png", missing=self.missing_reasons())
 
     def rollouts(self, step: int, rank: int, rows: list[dict], states: list, components: list[dict], rewards: list[float], group_size: int) -> None:
         with self.rollouts_path.open("a", encoding="utf-8") as sink:
@@ -100,33 +99,99 @@ class RunLog:
                     "status": state.status, "reward": reward, "rewards": parts, "requests": len(state.calls), "response": written,
                 }, ensure_ascii=False) + "\n")
 
+    def missing_reasons(self) -> dict[str, str]:
+        """Why a curve has no points in this run, said in the figure's note instead of an empty panel."""
+        return {"kl": "beta is 0, so no reference model"} if not self.args.beta else {}
+
     def note(self, text: str) -> None:
         if self.main:
             self.console.print(f"[dim]{text}[/]", highlight=False)
 
     def close(self) -> None:
         if self.progress is not None:
-            self.progress.stop()
+            self.progress.close()
         if self.main:
             self.accelerator.end_training()
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
+SMOOTHING = 0.8  # the weight of TensorBoard's smoothing slider; W&B's exponential moving average is the same
+
+
+def smoothed(values: list[float | None], weight: float = SMOOTHING) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled towards 0
+    (W&B's too). Missing values (None, NaN) are skipped and stay missing."""
+    out, average, count = [], 0.0, 0
+    for value in values:
+        if value is None or not math.isfinite(value):
+            out.append(math.nan)
+            continue
+        average, count = average * weight + (1 - weight) * value, count + 1
+        out.append(average / (1 - weight**count))
+    return out
+
+
+def curves_figure(history: list[dict], evaluations: list[dict] | None = None, missing: dict[str, str] | None = None, smoothing: float = SMOOTHING,
+                  curves: list[tuple[str, str]] = CURVES):
+    """The training curves as one figure: each metric of CURVES that has data gets a panel, with every step's value
+    as a faint point, their smoothed line over them, and held-out evaluations as marked points. `evaluations` are rows
+    {"step", a metric's name: value, ..., "label"?} (e.g. a `duet eval` summary of the checkpoint of that step); rows
+    of `history` that carry `eval/NAME` keys add theirs. A metric without data gets no panel: the figure's note names
+    it, with its reason from `missing` when given (`{"kl": "beta is 0, so no reference model"}`). `curves` are the
+    (metric, title) pairs to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, 3, figsize=(12, 6))
+    held_out = [dict(row) for row in evaluations or []]
+    held_out += [{"step": row["step"], **{k.removeprefix("eval/"): v for k, v in row.items() if k.startswith("eval/")}}
+                 for row in history if any(k.startswith("eval/") for k in row)]
+
+    def finite(value) -> bool:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+
+    panels = [(key, label) for key, label in curves if any(finite(row.get(key)) for row in [*history, *held_out])]
+    columns = min(3, max(1, len(panels)))
+    rows = max(1, math.ceil(len(panels) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows + 0.4), squeeze=False)
     steps = [row["step"] for row in history]
-    for axis, (key, label) in zip(axes.flat, CURVES):
-        values = [row.get(key) for row in history]
-        if any(v is not None for v in values):
-            axis.plot(steps, [v if v is not None else float("nan") for v in values], marker="." if len(steps) < 40 else None)
+    names = list(dict.fromkeys(row.get("label", "held-out evaluation") for row in held_out))
+    for axis, (key, label) in zip(axes.flat, panels):
+        values = [row.get(key) if finite(row.get(key)) else math.nan for row in history]
+        if any(finite(v) for v in values):
+            axis.plot(steps, values, color="C0", alpha=0.25, linewidth=0.8, marker=".", markersize=4, label="each step")
+            axis.plot(steps, smoothed(values, smoothing), color="C0", linewidth=2, label=f"smoothed (EMA {smoothing:g})")
+        for index, name in enumerate(names):
+            mine = sorted((row["step"], row[key]) for row in held_out if row.get("label", "held-out evaluation") == name and finite(row.get(key)))
+            if mine:
+                axis.plot(*zip(*mine), linestyle="none", marker="D", markersize=6, color=f"C{3 + index}", label=name)
         axis.set_title(label)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
-    figure.tight_layout()
+    for axis in list(axes.flat)[len(panels):]:
+        figure.delaxes(axis)
+    if panels:
+        handles = {}
+        for axis in figure.axes:
+            for handle, name in zip(*axis.get_legend_handles_labels()):
+                handles.setdefault(name, handle)
+        figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize="small", frameon=False)
+    else:
+        axes.flat[0].text(0.5, 0.5, "no steps logged yet", ha="center", va="center")
+        axes.flat[0].set_axis_off()
+    absent = [label + (f" ({(missing or {})[key]})" if key in (missing or {}) else "") for key, label in curves if (key, label) not in panels]
+    if absent and panels:
+        figure.text(0.5, 1.0, "not logged in this run: " + "; ".join(absent), ha="center", va="top", fontsize="small", color="0.35")
+    figure.tight_layout(rect=(0, 0.06, 1, 0.95 if absent and panels else 1))
+    return figure
+
+
+def plot_curves(history: list[dict], path: Path, evaluations: list[dict] | None = None, missing: dict[str, str] | None = None,
+                curves: list[tuple[str, str]] = CURVES) -> None:
+    """curves_figure, written to `path` (under a temporary name first, so a reader never sees half an image)."""
+    import matplotlib.pyplot as plt
+
+    figure = curves_figure(history, evaluations, missing, curves=curves)
     partial = path.with_suffix(".partial.png")
     figure.savefig(partial, dpi=100)
     plt.close(figure)

@@ -39,6 +39,7 @@ from training.answers import Verdict
 from training.config import SFTRunConfig, TraceSettings
 from training.data import load_rows, write_jsonl
 from training.policy import Policy
+from training.progress import Progress
 from training.rewards import acheck_answer, format_reward
 
 RESULT_BLOCK = re.compile(rf"\n?{re.escape(RESULT_OPEN)}.*?{re.escape(RESULT_CLOSE)}\n?", re.DOTALL)
@@ -47,7 +48,6 @@ RESULT_BLOCK = re.compile(rf"\n?{re.escape(RESULT_OPEN)}.*?{re.escape(RESULT_CLO
 def run_sft(config: SFTRunConfig) -> Path:
     from accelerate.utils import gather_object
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from transformers import get_scheduler
 
     args = config.sft
@@ -66,7 +66,7 @@ def run_sft(config: SFTRunConfig) -> Path:
     else:
         rows = [row for path in config.data.train for row in path.load().rows]
         mine = rows[accelerator.process_index :: accelerator.num_processes]
-        traces = [t for part in gather_object([collect_traces(config, policy, mine, agent)]) for t in part]
+        traces = [t for part in gather_object([collect_traces(config, policy, mine, agent, show=accelerator.is_main_process)]) for t in part]
         if config.traces.save_to is not None and accelerator.is_main_process:
             write_jsonl(traces, config.traces.save_to)
     traces += demonstrations
@@ -101,11 +101,10 @@ def run_sft(config: SFTRunConfig) -> Path:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.unlink(missing_ok=True)
         accelerator.init_trackers(Path(args.output_dir).name)
-    progress = Progress(TextColumn("[bold]SFT"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[live]}"),
-                        console=console, disable=not accelerator.is_main_process)
+    # a bar on a terminal; elsewhere (a log file) a line every logging_steps steps
+    progress = Progress("SFT", total_steps, unit="step", console=console, every=args.logging_steps, seconds=None, enabled=accelerator.is_main_process)
     step, losses = 0, []
     with progress:
-        task = progress.add_task("steps", total=total_steps, live="")
         for epoch in range(args.num_train_epochs):
             model.train()
             for batch in loader:
@@ -128,7 +127,7 @@ def run_sft(config: SFTRunConfig) -> Path:
                             sink.write(json.dumps(row) + "\n")
                     if step % args.logging_steps == 0:
                         accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
-                    progress.update(task, completed=step, live=f"loss {row['loss']:.3f}  epoch {epoch + 1}")
+                    progress.update(completed=step, live=f"loss {row['loss']:.3f}  epoch {epoch + 1}")
                     if step % args.save_steps == 0 and step < total_steps:
                         save_checkpoint(accelerator, Path(args.output_dir), step, model, policy.tokenizer,
                                         policy.checkpoint_info(agent.remembered()), {"step": step}, optimizer, scheduler, args.save_total_limit)
@@ -138,28 +137,38 @@ def run_sft(config: SFTRunConfig) -> Path:
     return Path(args.output_dir) / "checkpoint-latest"
 
 
-def collect_traces(config: SFTRunConfig, policy: Policy, rows: list[dict], agent: AgentConfig) -> list[dict]:
+def collect_traces(config: SFTRunConfig, policy: Policy, rows: list[dict], agent: AgentConfig, show: bool = True) -> list[dict]:
     """Rejection sampling through the graph: k runs per question at each temperature; keep the right ones (that
     asked, if required), without duplicates, at most max_per_question per question. A teacher samples under the
-    settings its student is trained for (`agent`: mode, limits), with traces.few_shot; never under its own."""
+    settings its student is trained for (`agent`: mode, limits), with traces.few_shot; never under its own. With
+    `show`, the runs are counted as they finish (a bar, or a line now and then in a log)."""
     settings = config.traces
     requester_settings = agent.requester.filled()
+    progress = Progress("traces", len(rows) * settings.samples_per_question * len(settings.temperatures), unit="run", enabled=show)
+    asked = 0
+
+    def finished(state: AgentState) -> None:
+        nonlocal asked
+        asked += bool(state.calls)
+        progress.update(advance=1, live=f"asked in {asked}")
 
     async def sample() -> list[dict]:
         own = None if settings.teacher else policy_backend(policy, config)
         team = Team(settings.teacher or policy.spec, config.model.coder, agent, requester_backend=own, load_coder=requester_settings.mode == "request")
         sampled = []
         try:
+            progress.start()
             for temperature in settings.temperatures:
                 sampling = {"temperature": temperature, "few_shot": settings.few_shot}
                 requester = Requester(team.requester.backend, requester_settings.model_copy(update=sampling))
                 graph = build_graph(requester, team.coder, team.sandbox, agent)
                 runs = [row for row in rows for _ in range(settings.samples_per_question)]
                 seeds = [derive_seed(config.sft.seed, temperature, row["id"], k) for row in rows for k in range(settings.samples_per_question)]
-                states = await run_batch(graph, [row["question"] for row in runs], agent, seeds=seeds)
+                states = await run_batch(graph, [row["question"] for row in runs], agent, seeds=seeds, on_finished=finished)
                 verdicts = await asyncio.gather(*(acheck_answer(row, state.answer) for row, state in zip(runs, states)))
                 sampled += zip(runs, states, verdicts)
         finally:
+            progress.close()
             await team.aclose()
             if own is not None:
                 await own.aclose()
