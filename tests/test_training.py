@@ -20,7 +20,7 @@ from training.trainer import train
 REPO = Path(__file__).resolve().parents[1]
 EVERY_STEP = {
     "reward", "reward_std", "rewards/answer", "rewards/format", "rewards/even", "reward_weight/answer", "accuracy", "format_rate",
-    "asked_rate", "requests_per_trajectory", "executor_error_rate", "recovery_rate", "error_rate", "completion_length",
+    "answered_rate", "asked_rate", "requests_per_trajectory", "executor_error_rate", "recovery_rate", "error_rate", "completion_length",
     "dropped_groups", "frac_reward_zero_std", "learning_rate", "skipped", "time/rollout", "time/reference", "time/update",
     "time/step", "sync/weights_spread",
 }
@@ -68,6 +68,7 @@ def test_grpo_learns_a_reachable_reward_and_logs_everything(tmp_path, tiny_dir, 
     assert all(EVERY_STEP <= set(row) for row in rows), [EVERY_STEP - set(row) for row in rows]
     assert all(EVERY_UPDATE <= set(row) for row in rows if row["dropped_groups"] < 2), [EVERY_UPDATE - set(row) for row in rows]
     assert rows[0]["logprob_mismatch/max"] < 1e-4  # the trainer recomputes what the fp32 backend recorded
+    assert all(row["format_rate"] == row["rewards/format"] for row in rows)  # format_rate is the format reward's rate
     out = Path(config["grpo"]["output_dir"])
     assert (out / "curves.png").stat().st_size > 10_000
     assert list(out.rglob("events.out.tfevents.*"))
