@@ -2,33 +2,35 @@
 
     for each step:
         questions   the step's share of the data stream (a pure function of the step: resumable)
-        rollouts    G trajectories per question through the compiled graph, sampled by the policy itself
+        rollouts    G trajectories per question through the compiled graph, sampled by the rollout engine
         rewards     named components (answer, format, plugged-in ones), weighted by the step's schedule
         advantages  normalised within each group; groups whose rewards are all equal are dropped
         update      num_iterations optimizer steps on the kept trajectories, in gradient-accumulated micro-batches
+        weights     the rollout engine gets the new weights (nothing to do when it is the trained module itself)
         log, save   metrics.jsonl, trackers, curves, checkpoint-N
 
 Distribution, mixed precision and gradient accumulation come from accelerate: under `accelerate launch` every
 process rolls out its own questions with its own copy of the policy, and DDP keeps the copies identical.
-Rollouts live in rollout.py, the math in grpo.py, tensors in batch.py, checkpoints in checkpoint.py, logging in run_log.py.
+Rollouts live in rollout.py, the engine that samples them in rollout_engine.py, the math in grpo.py, tensors in
+batch.py, checkpoints in checkpoint.py, logging in run_log.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from agents.backends.transformers_local import TransformersBackend
 from agents.errors import DuetError
 from graph.build import Team
 from graph.state import AgentState
 from training.accelerate_setup import make_accelerator
 from training.batch import TrajectoryBatch, policy_logprobs
 from training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from training.config import GRPORunConfig
+from training.config import GRPORunConfig, GRPOSettings
 from training.data import TrainingStream, load_rows
 from training.difficulty import load_pass_rates
 from training.evaluate import record_of, summarize
@@ -36,6 +38,7 @@ from training.grpo import equal_reward_groups, group_advantages, grpo_loss, samp
 from training.policy import Policy, weights_checksum
 from training.rewards import RewardScorer
 from training.rollout import rollout_groups
+from training.rollout_engine import rollout_backend, rollout_engine
 from training.run_log import RunLog
 
 ERROR_SHARE_TO_STOP = 0.5
@@ -68,15 +71,15 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
     # the schedule stays out of accelerator.prepare, as in transformers' Trainer: accelerate's wrapper would step it
     # num_processes times per optimizer step; optimize() steps it once per optimizer step, on every process alike
     model, optimizer = accelerator.prepare(policy.model, optimizer)
+    trained = accelerator.unwrap_model(model)  # the module itself: what the rollout engine samples with, or is given
 
-    # ---- the agent: the same graph as `duet ask`, with the policy as requester and a frozen coder
+    # ---- the rollout engine and the agent: the same graph as `duet ask`, with the policy as requester and a frozen coder
     agent = config.agent.model_copy(deep=True)
     agent.requester.temperature, agent.requester.top_p = args.temperature, args.top_p
     agent.backends.device = str(accelerator.device)  # a local coder sits beside this process's policy
-    backend = rollout_backend(policy, accelerator.unwrap_model(model), agent, args.seed + rank, args.vllm_enable_sleep_mode)
-    adapter_folder = args.output_dir / f"rollout-adapter-rank{rank}"
-    sleeping = policy.rollout_engine == "vllm" and args.vllm_enable_sleep_mode
-    team = Team(policy.spec, config.model.coder, agent, requester_backend=backend)
+    backend = rollout_backend(policy, trained, agent, args.seed + rank, args.vllm_enable_sleep_mode)
+    engine = rollout_engine(policy, backend, args.vllm_enable_sleep_mode, args.output_dir / f"rollout-adapter-rank{rank}")
+    team = Team(policy.spec, config.model.coder, agent, requester_backend=engine.backend)
     agent = team.config  # what the policy's checkpoint remembers (prompt, mode, limits), unless the recipe sets it
     config = config.model_copy(update={"agent": agent})
     graph = team.graph()
@@ -91,8 +94,7 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             raise DuetError(f"nothing to resume in {args.output_dir}: it has no complete checkpoint; start without --resume")
         policy.load_weights(checkpoint)
         start = load_trainer_state(checkpoint, accelerator, optimizer, scheduler)["step"]
-        if policy.rollout_engine == "vllm":
-            policy.push_to(backend, accelerator.unwrap_model(model), adapter_folder)
+        engine.after_update(trained)  # the loaded weights are new to an engine with a copy of its own
     log = RunLog(accelerator, args, config, start, skipped)
     if on_start:
         on_start(accelerator, start)
@@ -102,15 +104,14 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
         for step in range(start, args.max_steps):
             timings, step_began = {}, time.perf_counter()
 
-            # ---- questions and rollouts
+            # ---- questions and rollouts (in eval mode, as the reference scores them; optimize() trains)
             first = (step * world + rank) * questions_per_step
             step_rows = stream.take(first, questions_per_step)
             began = time.perf_counter()
             model.eval()
             group, states = loop.run_until_complete(rollout_groups(graph, agent, step_rows, args.num_generations, args.seed, step))
             timings["rollout"] = time.perf_counter() - began
-            if sleeping:
-                backend.sleep(keep_weights=policy.lora is not None)
+            engine.before_update()  # nothing samples again until after_update: a vLLM engine may sleep from here
 
             # ---- rewards and advantages
             verdicts, components = loop.run_until_complete(scorer.components(group, states))
@@ -124,22 +125,17 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
             dropped |= failed.view(-1, args.num_generations).any(dim=1)  # a backend failure is not the policy's doing
             kept = [i for i in range(len(group)) if not dropped[i // args.num_generations]]
 
-            # ---- the update
+            # ---- the update, then the new weights to the rollout engine
             began = time.perf_counter()
             batch = TrajectoryBatch.from_trajectories([s.trajectory for s in states], policy.pad_id).to(accelerator.device)
-            micro_batches = split_evenly(kept, args.gradient_accumulation_steps)
-            ref_logprobs = reference_logprobs(accelerator, reference, batch, micro_batches, args.temperature) if reference is not None else None
+            parts = micro_batches(kept, args.gradient_accumulation_steps)
+            ref_logprobs = reference_logprobs(accelerator, reference, batch, parts, args.temperature) if reference is not None else None
             timings["reference"] = time.perf_counter() - began
             began = time.perf_counter()
-            update = optimize(accelerator, model, optimizer, scheduler, batch, ref_logprobs, advantages.to(accelerator.device), kept, config,
-                              correct_sampler=policy.rollout_engine == "vllm")
+            update = optimize(accelerator, model, optimizer, scheduler, batch, parts, ref_logprobs, advantages.to(accelerator.device), config,
+                              sampled_elsewhere=engine.sampled_elsewhere)
             timings["update"] = time.perf_counter() - began
-            if policy.rollout_engine == "vllm":
-                began = time.perf_counter()
-                if sleeping:
-                    backend.wake_up()
-                policy.push_to(backend, accelerator.unwrap_model(model), adapter_folder)
-                timings["weight_sync"] = time.perf_counter() - began
+            timings |= engine.after_update(trained)
 
             # ---- log and save
             timings["step"] = time.perf_counter() - step_began
@@ -154,99 +150,174 @@ def train(config: GRPORunConfig, resume: bool = False, on_start=None) -> Path:
                 save(accelerator, args, step + 1, model, policy, remembered, optimizer, scheduler, log)
     finally:
         loop.run_until_complete(team.aclose())
-        loop.run_until_complete(backend.aclose())
+        loop.run_until_complete(engine.backend.aclose())
         loop.close()
         log.close()
     return args.output_dir / "checkpoint-latest"
 
 
-def optimize(
-    accelerator, model, optimizer, scheduler, batch: TrajectoryBatch, ref_logprobs, advantages, kept: list[int], config: GRPORunConfig,
-    correct_sampler: bool = False,
-) -> dict:
-    """num_iterations optimizer steps over the kept trajectories, each in exactly gradient_accumulation_steps
-    micro-batches on every process (DDP needs every process to take part in every backward pass: a process with too
-    few kept trajectories runs a zero-weighted stand-in).
+@dataclass
+class MicroBatch:
+    """Rows of the step's TrajectoryBatch that go through one forward and backward pass together."""
 
-    The old policy is the one that sampled the rollouts. When the trainer's own weights sampled them (the default
-    backend), the log-probabilities the backend recorded are the old policy's. When another engine sampled them
-    (`correct_sampler`: vLLM), the old policy is the trainer's view of the same weights, read off the first pass
-    before any update, and each trajectory is reweighted by sampler_correction for the engines' difference."""
+    rows: list[int]
+    weight: float  # 1.0, or 0.0 for a stand-in, whose gradient must be zero
+
+
+def micro_batches(kept: list[int], parts: int) -> list[MicroBatch]:
+    """The kept trajectories in exactly `parts` micro-batches, as even as possible, the same on every pass. DDP needs
+    every process to take part in every backward pass: where a process has fewer kept trajectories than parts, each
+    empty micro-batch becomes a stand-in, row 0 weighted 0 (a zero gradient, and nothing logged)."""
+    return [MicroBatch(rows, 1.0) if rows else MicroBatch([0], 0.0) for rows in split_evenly(kept, parts)]
+
+
+def optimize(
+    accelerator, model, optimizer, scheduler, batch: TrajectoryBatch, parts: list[MicroBatch], ref_logprobs, advantages,
+    config: GRPORunConfig, sampled_elsewhere: bool = False,
+) -> dict:
+    """num_iterations optimizer steps over the kept trajectories, each accumulated over the same micro-batches
+    (micro_batches), then the step's metrics. Each pass is: forward, the old policy (OldPolicy), the loss
+    (micro_batch_loss), backward, and after the last micro-batch the optimizer step (optimizer_step)."""
     args = config.grpo
+    kept = [row for part in parts if part.weight for row in part.rows]
     everyone_kept = int(accelerator.reduce(torch.tensor(len(kept), device=accelerator.device), reduction="sum"))
     if everyone_kept == 0:
         return {"skipped": 1.0, "reason": "every group was dropped"}
     tokens_everywhere = accelerator.reduce(batch.mask[kept].sum() if kept else torch.zeros((), device=accelerator.device), reduction="sum")
-    chunks = split_evenly(kept, args.gradient_accumulation_steps)
-    totals: dict[str, list[float]] = {}
-    skipped_steps = 0
-    trainer_old: dict[int, torch.Tensor] = {}
+    tokens_per_process = float(tokens_everywhere.clamp(min=1)) / accelerator.num_processes
+    old_policy = OldPolicy(args, sampled_elsewhere)
+    metrics = UpdateMetrics()
     for iteration in range(args.num_iterations):
         model.train()
-        for index, chunk in enumerate(chunks):
-            rows, weight = (chunk, 1.0) if chunk else ([0], 0.0)
-            micro = batch.rows(rows)
+        for index, part in enumerate(parts):
+            micro = batch.rows(part.rows)
             with accelerator.accumulate(model):
                 logprobs, entropy = policy_logprobs(model, micro, args.temperature)
-                old, importance = micro.old_logprobs, None
-                if correct_sampler:
-                    old = trainer_old.setdefault(index, logprobs.detach())
-                    if args.vllm_importance_sampling_correction:
-                        importance = sampler_correction(
-                            old, micro.old_logprobs, micro.mask, args.vllm_importance_sampling_mode,
-                            args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max,
-                        )
-                loss, stats = grpo_loss(
-                    logprobs, old, advantages[rows], micro.mask,
-                    loss_type=args.loss_type, epsilon_low=args.epsilon, epsilon_high=args.epsilon_high or args.epsilon,
-                    beta=args.beta, ref_logprobs=ref_logprobs[rows] if ref_logprobs is not None else None,
-                    use_bias_correction_kl=args.use_bias_correction_kl,
-                    num_items_in_batch=float(tokens_everywhere.clamp(min=1)) / accelerator.num_processes,
-                    max_completion_length=config.agent.limits.max_total_tokens,
-                    gradient_accumulation_steps=args.gradient_accumulation_steps,
-                    importance_weights=importance,
-                )
-                # grpo_loss already normalises for accumulation, as TRL does; accelerate divides by it again
-                accelerator.backward(loss * weight * args.gradient_accumulation_steps)
+                old, importance = old_policy(index, micro, logprobs)
+                loss, stats = micro_batch_loss(config, logprobs, old, importance, micro, part.rows, advantages, ref_logprobs, tokens_per_process)
+                accelerator.backward(loss * part.weight * args.gradient_accumulation_steps)  # see micro_batch_loss
                 if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    if torch.isfinite(grad_norm):
-                        optimizer.step()
-                    else:
-                        skipped_steps += 1
-                    scheduler.step()
-                    optimizer.zero_grad()
-                    totals.setdefault("grad_norm", []).append(float(grad_norm))
-            if weight:
-                mask = micro.mask
-                stats["loss"] = loss.detach()
-                stats["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1)
-                if iteration == 0:  # before any update: the trainer's view of the very weights that sampled
-                    gap = (logprobs.detach() - micro.old_logprobs).abs() * mask
-                    stats["logprob_mismatch/mean"] = gap.sum() / mask.sum().clamp(min=1)
-                    stats["logprob_mismatch/max"] = gap.max()
-                    if importance is not None:
-                        values = importance[:, 0] if importance.size(1) == 1 else importance[mask.bool()]
-                        stats |= {f"sampling/importance_sampling_ratio/{name}": getattr(values, name)() for name in ("mean", "min", "max")}
-                for name, value in stats.items():
-                    totals.setdefault(name, []).append(float(value.detach()))
-    summary = {name: aggregate(name, values) for name, values in totals.items()}
-    summary["skipped"] = float(skipped_steps)
-    if skipped_steps:
-        summary["reason"] = "non-finite gradient"
-    return summary
+                    metrics.optimizer_step(*optimizer_step(accelerator, model, optimizer, scheduler, args.max_grad_norm))
+            if part.weight:
+                metrics.add(micro_batch_metrics(stats, loss, logprobs, entropy, importance, micro, first_pass=iteration == 0))
+    return metrics.summary()
 
 
-def reference_logprobs(accelerator, reference, batch: TrajectoryBatch, micro_batches: list[list[int]], temperature: float) -> torch.Tensor:
+class OldPolicy:
+    """pi_old of each micro-batch for grpo_loss's ratio, and the importance weights for the sampler (or None).
+
+    The old policy is the one that sampled the rollouts. When the trainer's own weights sampled them (the default
+    backend), the log-probabilities the backend recorded are the old policy's. When another engine sampled them
+    (`sampled_elsewhere`: vLLM), the old policy is the trainer's view of the same weights, read off the first pass
+    before any update (and kept, by micro-batch, for the later passes), and each trajectory is reweighted by
+    sampler_correction for the engines' difference."""
+
+    def __init__(self, args: GRPOSettings, sampled_elsewhere: bool):
+        self.args, self.sampled_elsewhere = args, sampled_elsewhere
+        self.first_pass: dict[int, torch.Tensor] = {}
+
+    def __call__(self, index: int, micro: TrajectoryBatch, logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.sampled_elsewhere:
+            return micro.old_logprobs, None
+        args = self.args
+        old = self.first_pass.setdefault(index, logprobs.detach())
+        if not args.vllm_importance_sampling_correction:
+            return old, None
+        importance = sampler_correction(
+            old, micro.old_logprobs, micro.mask, args.vllm_importance_sampling_mode,
+            args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max,
+        )
+        return old, importance
+
+
+def micro_batch_loss(
+    config: GRPORunConfig, logprobs, old_logprobs, importance, micro: TrajectoryBatch, rows: list[int], advantages, ref_logprobs,
+    tokens_per_process: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """grpo_loss on one micro-batch (`rows` of the step's advantages and reference), normalised as TRL does:
+
+        dapo      by the kept requester tokens of the whole step on all processes, divided by the number of processes
+                  (`tokens_per_process`: DDP averages the processes' gradients)
+        others    by gradient_accumulation_steps, inside grpo_loss (and dr_grpo by B x max_total_tokens)
+
+    accelerate's backward divides by gradient_accumulation_steps once more, so the caller multiplies that back, and
+    by the micro-batch's weight (0 for a stand-in)."""
+    args = config.grpo
+    return grpo_loss(
+        logprobs, old_logprobs, advantages[rows], micro.mask,
+        loss_type=args.loss_type, epsilon_low=args.epsilon, epsilon_high=args.epsilon_high or args.epsilon,
+        beta=args.beta, ref_logprobs=ref_logprobs[rows] if ref_logprobs is not None else None,
+        use_bias_correction_kl=args.use_bias_correction_kl,
+        num_items_in_batch=tokens_per_process,
+        max_completion_length=config.agent.limits.max_total_tokens,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        importance_weights=importance,
+    )
+
+
+def optimizer_step(accelerator, model, optimizer, scheduler, max_grad_norm: float) -> tuple[float, bool]:
+    """Clip the accumulated gradient to max_grad_norm and step, unless its norm is not finite (a nan or inf loss
+    somewhere): then the weights stay as they were. The schedule steps either way, once per optimizer step on every
+    process alike. Returns the norm before clipping, and whether the weights moved."""
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    stepped = bool(torch.isfinite(grad_norm))
+    if stepped:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+    return float(grad_norm), stepped
+
+
+def micro_batch_metrics(stats: dict, loss, logprobs, entropy, importance, micro: TrajectoryBatch, first_pass: bool) -> dict[str, torch.Tensor]:
+    """What a micro-batch of kept trajectories logs: grpo_loss's statistics, the loss and the mean entropy; on the
+    first pass, before any update (the trainer's view of the very weights that sampled), how far the trainer's
+    log-probabilities are from the sampler's, and the importance weights' range."""
+    mask = micro.mask
+    metrics = {**stats, "loss": loss.detach(), "entropy": (entropy * mask).sum() / mask.sum().clamp(min=1)}
+    if first_pass:
+        gap = (logprobs.detach() - micro.old_logprobs).abs() * mask
+        metrics["logprob_mismatch/mean"] = gap.sum() / mask.sum().clamp(min=1)
+        metrics["logprob_mismatch/max"] = gap.max()
+        if importance is not None:
+            values = importance[:, 0] if importance.size(1) == 1 else importance[mask.bool()]
+            metrics |= {f"sampling/importance_sampling_ratio/{name}": getattr(values, name)() for name in ("mean", "min", "max")}
+    return metrics
+
+
+class UpdateMetrics:
+    """The update's metrics, each logged per micro-batch (grad_norm per optimizer step) and reduced to one value for
+    the step by aggregate; `skipped` counts the optimizer steps skipped for a non-finite gradient."""
+
+    def __init__(self):
+        self.values: dict[str, list[float]] = {}
+        self.skipped_steps = 0
+
+    def add(self, metrics: dict) -> None:
+        for name, value in metrics.items():
+            self.values.setdefault(name, []).append(float(value.detach() if torch.is_tensor(value) else value))
+
+    def optimizer_step(self, grad_norm: float, stepped: bool) -> None:
+        self.add({"grad_norm": grad_norm})
+        self.skipped_steps += not stepped
+
+    def summary(self) -> dict:
+        summary = {name: aggregate(name, values) for name, values in self.values.items()}
+        summary["skipped"] = float(self.skipped_steps)
+        if self.skipped_steps:
+            summary["reason"] = "non-finite gradient"
+        return summary
+
+
+def reference_logprobs(accelerator, reference, batch: TrajectoryBatch, parts: list[MicroBatch], temperature: float) -> torch.Tensor:
     """log pi_ref on the kept rows, (B, T), zero on the dropped rows (which never reach the loss). It runs in the
-    update's own micro-batches, so it never holds more than one micro-batch's logits, and under the same autocast as
-    the policy's forward (accelerate wraps only the prepared model): before any update the two are one computation,
-    and the KL is 0."""
+    update's own micro-batches (stand-ins skipped), so it never holds more than one micro-batch's logits, and under
+    the same autocast as the policy's forward (accelerate wraps only the prepared model): before any update the two
+    are one computation, and the KL is 0."""
     values = torch.zeros_like(batch.mask)
     with accelerator.autocast():
-        for rows in micro_batches:
-            if rows:
-                values[rows] = reference(batch.rows(rows), temperature)
+        for part in parts:
+            if part.weight:
+                values[part.rows] = reference(batch.rows(part.rows), temperature)
     return values
 
 
@@ -268,19 +339,6 @@ def split_evenly(items: list[int], parts: int) -> list[list[int]]:
         chunks.append(items[start:end])
         start = end
     return chunks
-
-
-def rollout_backend(policy: Policy, model, agent, seed: int, sleep_mode: bool = False):
-    """The default: a transformers backend generating with the very module being trained (no copy). With a vllm:
-    requester, a vLLM engine loaded from the same weights, which the trainer updates after every step (with LoRA,
-    the engine serves the base weights and the adapter the trainer saves)."""
-    if policy.rollout_engine == "vllm":
-        from agents.backends.vllm_local import VLLMBackend
-
-        engine = {"enable_lora": True, "max_lora_rank": policy.lora.r, "max_loras": 1} if policy.lora is not None else {}
-        engine |= {"enable_sleep_mode": True} if sleep_mode else {}
-        return VLLMBackend.load(policy.weights, **{**engine, **agent.backends.options_for("vllm"), "seed": seed})
-    return TransformersBackend(model, policy.tokenizer, name=policy.spec, max_batch_size=agent.backends.max_batch_size, seed=seed)
 
 
 def stop_if_backends_fail(accelerator, states: list[AgentState], failed: torch.Tensor) -> None:
