@@ -31,9 +31,9 @@ from training.accelerate_setup import make_accelerator
 from training.batch import TrajectoryBatch, policy_logprobs
 from training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from training.config import GRPORunConfig, GRPOSettings
-from training.data import TrainingStream, load_rows
+from training.data import TrainingStream
 from training.difficulty import load_pass_rates
-from training.evaluate import record_of, summarize
+from training.evaluate import record_of
 from training.grpo import equal_reward_groups, group_advantages, grpo_loss, sampler_correction
 from training.policy import Policy, weights_checksum
 from training.rewards import RewardScorer
