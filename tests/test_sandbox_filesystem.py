@@ -172,7 +172,7 @@ async def test_the_root_lists_only_the_allowlist(sandbox):
     result = await sandbox.arun(code)
     assert result.ok, result.stderr
     seen = json.loads(result.stdout)
-    expected = {"dev", "etc", "proc", "tmp", "var"} | {p.lstrip("/") for p in SYSTEM if os.path.lexists(p)} | on_the_way["/"]
+    expected = {"dev", "etc", "proc", "tmp", "var"} | {p.split("/")[1] for p in SYSTEM if os.path.lexists(p)} | on_the_way["/"]
     assert set(seen.pop("/")) == expected and ISOLATION.filesystem.root == sorted(expected)
     assert seen.pop("/etc") == ["ld.so.cache", "localtime"] and seen.pop("/var") == ["tmp"]
     assert set(seen.pop("/dev")) == {"fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero"}
@@ -297,3 +297,23 @@ def test_the_interpreters_folders_are_its_prefixes_and_library_folders_never_the
     monkeypatch.setattr(sys, "exec_prefix", str(REPO.parent))
     shown = worker.interpreter_folders()
     assert str(REPO.parent) not in shown and not any(REPO.is_relative_to(p) for p in shown) and library in shown
+
+
+@needs_private_filesystem
+async def test_an_application_kept_under_usr_src_is_absent():
+    """Containers often keep their application and its data in /usr/src (Docker's WORKDIR /usr/src/app): /usr is
+    shown folder by folder, and that one is not among them."""
+    folder = Path(tempfile.mkdtemp(prefix="duet-app-", dir="/usr/src"))
+    (folder / "train.jsonl").write_text(json.dumps({"gold": GOLD}) + "\n")
+    folder.chmod(0o755)
+    (folder / "train.jsonl").chmod(0o644)
+    box = Sandbox(SandboxLimits(timeout_s=20, cpu_s=20, concurrency=1))
+    try:
+        code = (f"import os\nprint(os.path.exists({str(folder)!r}), os.path.exists('/usr/src'), "
+                f"sorted(os.listdir('/usr')), os.path.exists('/usr/lib'))")
+        result = await box.arun(code)
+    finally:
+        box.close()
+        shutil.rmtree(folder)
+    assert result.ok, result.stderr
+    assert result.stdout.startswith("False False ") and "'src'" not in result.stdout and result.stdout.strip().endswith("True")

@@ -35,7 +35,10 @@ PRELOAD = ("math", "cmath", "fractions", "decimal", "itertools", "functools", "c
            "statistics", "random", "heapq", "bisect", "operator", "datetime", "json", "numpy", "sympy")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 NEW_ROOT = "/tmp"  # where the new root is put together before it becomes "/"; any folder would do
-SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # the interpreter's libraries, and tools
+# the interpreter's libraries, and tools: /usr's program and library folders only, never /usr/src or /usr/local/src,
+# where containers often keep an application, its data or a checkout
+SYSTEM = ("/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libx32", "/usr/libexec", "/usr/share",
+          "/usr/local/bin", "/usr/local/lib", "/usr/local/lib64", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")  # where the dynamic linker finds libraries; the time zone
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 DEVICE_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
@@ -126,7 +129,8 @@ def make_private_filesystem(outer_mount_namespace: str) -> dict:
       2. descriptors on everything to show, opened before anything is covered (the interpreter may live in /tmp);
       3. an empty tmpfs that becomes the root, holding: empty writable tmpfs for /tmp (the job folders), /var/tmp and
          /dev/shm; a fresh /proc of this PID namespace; the devices programs use; bound read-only at their own paths,
-         the system folders (/usr and the /bin, /lib... folders, or the links merged-/usr systems have instead), the
+         the system folders (/usr's bin, lib, libexec and share, /usr/local's bin and lib, and the /bin, /lib... folders
+         or the links merged-/usr systems have instead), the
          dynamic linker's cache and the time zone, and the interpreter's own folders (see interpreter_folders);
       4. pivot_root into it, the old root detached (nothing keeps it: our working folder moves to the new root), and
          the root tmpfs read-only, so programs can write in the scratch folders only.
