@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
-from agents.errors import DuetError
+PLACEHOLDER = re.compile("(\ue000[0-9]+\ue001)")  # private-use characters around a message's index
 
 
 def encode_text(tokenizer, text: str) -> list[int]:
@@ -29,37 +30,31 @@ def tokenizer_fingerprint(tokenizer) -> dict[str, str]:
     return {"name": str(tokenizer.name_or_path), "vocabulary": digest}
 
 
+def special_strings(tokenizer) -> set[str]:
+    """Every token the tokenizer treats as special (`all_special_tokens` names only the few with a role: SmolLM2 has
+    17 special added tokens and lists 3)."""
+    return {*tokenizer.all_special_tokens, *(added.content for added in tokenizer.added_tokens_decoder.values() if added.special)}
+
+
 def holds_special_tokens(tokenizer, text: str) -> bool:
-    return any(token in text for token in tokenizer.all_special_tokens)
+    return any(token in text for token in special_strings(tokenizer))
 
 
 def encode_chat(tokenizer, messages: list[dict[str, str]], continue_assistant: bool = False) -> list[int]:
     """Token ids of a chat, ending with an open assistant turn (or continuing the last assistant message).
 
     When no message holds a special-token string, these are exactly the ids of the rendered template, as the model was
-    trained on them. Otherwise the rendered text is tokenized piece by piece: the template's own text with its control
-    tokens, each message's content as text (`encode_text`)."""
+    trained on them. Otherwise the template is rendered with a placeholder for each message's content, and the text is
+    tokenized piece by piece: the template's own text with its control tokens, each content where its placeholder
+    stands as text (`encode_text`). Placeholders, not a search for the contents: a content may equal the template's
+    own text between two messages, and a template may drop a content or show it twice."""
     options = {"add_generation_prompt": not continue_assistant, "continue_final_message": continue_assistant}
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, **options)
-    contents = [message["content"] for message in messages if message.get("content")]
-    if not any(holds_special_tokens(tokenizer, content) for content in contents):
-        return list(tokenizer.encode(rendered, add_special_tokens=False))
-    ids, cursor = [], 0
-    for content in contents:
-        start, length = _located(rendered, content, cursor)
-        ids += tokenizer.encode(rendered[cursor:start], add_special_tokens=False)
-        ids += encode_text(tokenizer, rendered[start : start + length])
-        cursor = start + length
-    return ids + list(tokenizer.encode(rendered[cursor:], add_special_tokens=False))
-
-
-def _located(rendered: str, content: str, cursor: int) -> tuple[int, int]:
-    """Where the template put a message's content (templates render messages in order; some trim the content)."""
-    for shown in (content, content.strip()):
-        start = rendered.find(shown, cursor)
-        if start >= 0:
-            return start, len(shown)
-    raise DuetError(
-        "this model's chat template rewrites message text, so duet cannot keep text that holds special-token strings "
-        "from becoming control tokens; use a model whose template copies message contents as they are"
-    )
+    if not any(holds_special_tokens(tokenizer, message.get("content") or "") for message in messages):
+        return list(tokenizer.encode(tokenizer.apply_chat_template(messages, tokenize=False, **options), add_special_tokens=False))
+    marks = [f"\ue000{index}\ue001" for index in range(len(messages))]
+    rendered = tokenizer.apply_chat_template([{**m, "content": mark} for m, mark in zip(messages, marks)], tokenize=False, **options)
+    content = {mark: message.get("content") or "" for mark, message in zip(marks, messages)}
+    ids = []
+    for index, piece in enumerate(PLACEHOLDER.split(rendered)):
+        ids += encode_text(tokenizer, content[piece]) if index % 2 else tokenizer.encode(piece, add_special_tokens=False)
+    return ids
