@@ -173,3 +173,10 @@ def test_symbolic_gold_answers_go_through_math_verify():
 ])
 def test_missing_oversized_and_deeply_nested_answers_are_wrong_before_parsing(answer, reason):
     assert judge(number_row("5"), answer).model_dump() == {"correct": False, "reason": reason}
+
+
+@pytest.mark.parametrize("answer, gold", [(r"5\mathrm{e}", "5"), ("10 e", "10"), ("2 i", "2"), ("5 pi", "5"), (r"5\text{e}", "5")])
+def test_a_constant_after_a_number_is_not_a_unit(answer, gold):
+    """5e is five times e: e, i and pi are never stripped as if they were units."""
+    assert not judge(number_row(gold), answer).correct
+    assert judge(number_row(gold), f"{gold} m").correct  # a one-letter unit still is one

@@ -177,8 +177,10 @@ def _knights_knaves_scorer():
 
 _TEXT_COMMANDS = r"text|textnormal|textrm|textbf|textit|textup|textsf|mbox|mathrm|mathbf|mathit"
 _WRAPPER = re.compile(rf"\\(?:{_TEXT_COMMANDS}|boxed|num)\s*\{{(.*)\}}|\\left\s*\((.*)\\right\s*\)|\((.*)\)", re.DOTALL)
+_CONSTANT = r"(?:e|i|pi)"  # `5 e`, `5\mathrm{e}` are 5e, not 5 in some unit
 _TRAILING_UNIT = re.compile(  # a unit's text holds no digits: `5\text{0}` is not 5
-    rf"(?:\\(?:{_TEXT_COMMANDS})\s*\{{[^{{}}0-9]*\}}(?:\^\{{?[0-9]\}}?)?|\\?%|(?<=\s)[A-Za-z]+|\^\s*\{{?\s*\\circ\s*\}}?|°"
+    rf"(?:\\(?:{_TEXT_COMMANDS})\s*\{{(?!\s*{_CONSTANT}\s*\}})[^{{}}0-9]*\}}(?:\^\{{?[0-9]\}}?)?|\\?%|(?<=\s)(?!{_CONSTANT}$)[A-Za-z]+"
+    rf"|\^\s*\{{?\s*\\circ\s*\}}?|°"
     r"|\\[ ,;!]?|\\quad|~|\.|\$)$"
 )
 _SCALE_WORD = re.compile(r"(?i)\b(?:hundred|thousand|million|billion|trillion)s?\b")  # a value, not a unit
