@@ -49,3 +49,15 @@ async def stream_question(graph, question: str, config: AgentConfig, thread_id: 
         else:
             final = payload
     yield {"event": "done", "state": AgentState.model_validate(final)}
+
+
+async def gather_or_cancel(awaitables) -> list:
+    """All results, or, when one fails (a checker that cannot run, a closed backend), the others cancelled and
+    finished before its error goes on: none keeps writing to a file or a backend the caller is about to close."""
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agents.errors import DuetError
 from graph.config import AgentConfig
-from graph.run import run_question
+from graph.run import gather_or_cancel, run_question
 from graph.seeds import derive_seed
 from training.rewards import acheck_answer
 
@@ -51,13 +51,7 @@ async def measure_pass_rates(rows: list[dict], solve: Answerer, k: int, concurre
             on_progress(advance=1)
 
     async def every_question(sink) -> None:
-        tasks = [asyncio.ensure_future(question(row, sink)) for row in pending]
-        try:
-            await asyncio.gather(*tasks)
-        finally:  # one failed (a checker that cannot run): stop the others before the log closes
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await gather_or_cancel(question(row, sink) for row in pending)  # one failed: the others stop before the log closes
 
     if log is None:
         await every_question(None)

@@ -218,7 +218,7 @@ async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -
     """Run what `out/records.jsonl` lacks for this run's datasets and modes (and what ended in a backend error),
     append each result as it finishes, and summarize every record of the folder."""
     from graph.build import Team, as_trained
-    from graph.run import run_question
+    from graph.run import gather_or_cancel, run_question
 
     out.mkdir(parents=True, exist_ok=True)
     # what the requester's checkpoint remembers (its limits among them), unless given: settings.json and agent.yaml
@@ -253,7 +253,7 @@ async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -
                     on_progress(advance=1)
 
             try:
-                await asyncio.gather(*(one(*item) for item in pending))
+                await gather_or_cancel(one(*item) for item in pending)
             finally:
                 await team.aclose()
     return summarize(read_records(records_path)), settings
