@@ -119,9 +119,11 @@ def inline_code(body: str) -> str | None:
     return body.strip("\n") if body.strip() else None
 
 
-def count_boxed(text: str) -> int:
-    """How many \\boxed{ a text opens: a well-formed trajectory has exactly one, its answer."""
-    return text.count(BOXED)
+def count_boxed(text: str, mode: Mode = "request") -> int:
+    """How many \\boxed{ a text opens outside its tool calls (a request may mention one, a program may print one): a
+    well-formed trajectory has exactly one, its answer."""
+    opening, close = (re.escape(tag) for tag in TAGS[mode])
+    return re.sub(rf"{opening}.*?(?:{close}|\Z)", "", text, flags=re.DOTALL).count(BOXED)
 
 
 def extract_boxed(text: str) -> str | None:

@@ -80,7 +80,7 @@ def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
         if generation.finish_reason == "length":  # cut off, whatever it wrote: a box in it is not taken as the answer
             return {**update, "status": "limit", "problems": [*update["problems"], CUT_OFF]}
         if turn.kind == "answer":
-            boxes = sum(count_boxed(requester.visible_text(s.token_ids)) for s in trajectory.segments if s.source == "requester")
+            boxes = sum(count_boxed(s.text, requester.mode) for s in trajectory.segments if s.source == "requester")
             if boxes > 1:
                 update["problems"].append(SEVERAL_ANSWERS)
             emit({"event": "answer", "text": turn.answer})

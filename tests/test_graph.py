@@ -304,6 +304,10 @@ async def test_two_boxes_are_a_format_violation_and_the_last_is_judged(tokenizer
     state = await run_question(graph, "q", config)
     assert format_reward({}, state) == 1.0  # one box across the whole trajectory is well formed
 
+    graph, config, _, _ = make_graph(tokenizer, ["<request>print \\boxed{4} for 2 + 2</request>", "So \\boxed{4}"], [fenced("print(4)")])
+    state = await run_question(graph, "q", config)
+    assert format_reward({}, state) == 1.0  # a box inside a request is not an answer
+
 
 async def test_a_segment_cut_off_by_its_token_limit_is_limit_even_with_a_box_in_it(tokenizer):
     from training.rewards import format_reward
