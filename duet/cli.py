@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import re
 import sys
 from contextlib import nullcontext
@@ -325,6 +326,9 @@ def data_filter(
         finally:
             await team.aclose()
 
+    if not os.access(log.parent, os.W_OK):
+        fail(f"data filter keeps each pass rate beside the data, and {log.parent} is not a folder it can write; "
+             "convert the dataset to a local file first (duet data convert SOURCE --out data/x.jsonl)")
     with Progress("filter", unit="question", console=err_console) as progress:
         try:
             rates = asyncio.run(measure(progress))

@@ -42,7 +42,8 @@ def explain(state, mode: str = "request") -> str | None:
         elif problem == "token budget spent":
             allow = "allow more with limits.max_total_tokens in --config"
         else:
-            allow = "allow longer segments with requester.max_segment_tokens in --config"
+            allow = ("allow longer segments with requester.max_segment_tokens, or more tokens in all with "
+                     "limits.max_total_tokens, in --config (a segment is cut at whichever ends first, or at the model's context)")
         return f"stopped at a limit: {problem}; {allow}, or, if it was going round in circles, {_try(mode)}"
     if state.status == "error":
         return "the run failed (the error is above), which says nothing about the model's answer; check the model specs, the server, or the sandbox with duet exec --info"

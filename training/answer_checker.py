@@ -25,6 +25,7 @@ import signal
 import threading
 import weakref
 from concurrent.futures import Future, InvalidStateError, TimeoutError
+from concurrent.futures.process import BrokenProcessPool
 
 from pebble import ProcessExpired, ProcessPool
 
@@ -123,10 +124,13 @@ class AnswerChecker:
             return wrong(f"timed out after {self.timeout_s:g} s")
         if isinstance(error, ProcessExpired):
             return wrong(f"the checking process died (exit code {error.exitcode})")
+        cause = f"{type(error).__name__}{f': {error}' if str(error) else ''}"
+        if not isinstance(error, BrokenProcessPool):
+            raise CheckerError(f"the answer checker failed ({cause}); no verdict was reached") from error
         raise CheckerError(
-            f"the answer checker could not run ({type(error).__name__}{f': {error}' if str(error) else ''}): its worker "
-            "processes did not start. Called from your own script? Its workers start with spawn, which imports the "
-            "script again: put the script's code under `if __name__ == \"__main__\":`"
+            f"the answer checker could not run ({cause}): its worker processes did not start. Called from your own "
+            "script? Its workers start with spawn, which imports the script again: put the script's code under "
+            "`if __name__ == \"__main__\":`"
         ) from error
 
 

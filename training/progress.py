@@ -147,11 +147,6 @@ class Progress:
                 if self.completed != self._last_line_count:
                     self._write()
 
-    def print(self, text: str) -> None:
-        """A note between the lines (above the bar on a terminal)."""
-        if self.enabled:
-            self.console.print(text, highlight=False, markup=False)
-
     def close(self) -> None:
         if self._started_at is None:
             return
