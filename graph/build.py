@@ -69,8 +69,8 @@ def as_trained(config: AgentConfig, requester_spec: str) -> AgentConfig:
     file, with a flag or `--set`, or in code: pydantic's `model_fields_set`; a `few_shot` or `mode` of null counts as
     unset); everything else as given. The only place where "as the checkpoint was trained" is decided: `Team` calls
     it when it is built, and training and evaluation call it where they need the settings before a team exists.
-    Idempotent: what it fills in counts as set, so resolving the result again, even for another model (an SFT
-    teacher sampling for its student), changes nothing."""
+    Idempotent: what it fills in counts as set, so resolving the result again for the same model changes nothing;
+    for another model (an SFT teacher sampling for its student) it fills only what the first left unset."""
     remembered = trained_settings(requester_spec)
     changes = {}
     for section, keys in REMEMBERED.items():
