@@ -1,7 +1,8 @@
 """The requester/coder protocol: the one place that knows its tags.
 
 The requester writes reasoning and asks for computation in one of two modes: `request` (the default) writes a plain
-request between <request> tags for the coder to turn into a program; `inline` writes the program itself, a fenced
+request between <request> tags for a tool (by default the coder, which turns it into a program; `<request
+tool="units">` names another tool of the registry); `inline` writes the program itself, a fenced
 Python block between <code> tags. Either way it reads the program's output in <result>...</result> and answers with
 \\boxed{...}. The coder answers with one fenced Python block. Everything here reads model output, which is untrusted:
 the parsers return what they could find and a list of problems, and never raise.
@@ -24,6 +25,9 @@ TAGS: dict[Mode, tuple[str, str]] = {"request": (REQUEST_OPEN, REQUEST_CLOSE), "
 RESULT_OPEN = "<result>"
 RESULT_CLOSE = "</result>"
 BOXED = "\\boxed{"
+# an opening tag: <request>, or <request tool="NAME"> naming a tool of the registry; <code> has no attributes
+OPENINGS: dict[Mode, re.Pattern] = {"request": re.compile(r"<request(?P<attributes>\s[^<>]*)?>"), "inline": re.compile(re.escape(CODE_OPEN))}
+TOOL_ATTRIBUTE = re.compile(r"""^\s*tool\s*=\s*(?:"(?P<double>[^"]*)"|'(?P<single>[^']*)'|(?P<bare>[^\s"'=]+))\s*$""")
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 
 
@@ -42,11 +46,12 @@ def tag_problems(mode: Mode) -> dict[str, str]:
         "nested": f"nested or repeated {opening} tags; the innermost {what} was used",
         "second": f"a second {what} in the same segment was ignored",
         "empty": f"the {what} is empty",
+        "attributes": f"{opening[:-1]} ...> holds something other than tool=\"NAME\"; it was ignored",
     }
 
 
 # What the parsers report about a segment. The first group breaks the protocol (the format reward's concern).
-UNCLOSED_REQUEST, STRAY_CLOSE, NESTED_REQUESTS, SECOND_REQUEST, EMPTY_REQUEST = tag_problems("request").values()
+UNCLOSED_REQUEST, STRAY_CLOSE, NESTED_REQUESTS, SECOND_REQUEST, EMPTY_REQUEST, BAD_ATTRIBUTES = tag_problems("request").values()
 UNCLOSED_BOX = "\\boxed{ was never closed"
 EMPTY_ANSWER = "the boxed answer is empty"
 TEXT_AFTER_ANSWER = "text after the answer was ignored"
@@ -63,6 +68,7 @@ class RequesterTurn(BaseModel):
 
     kind: Literal["request", "code", "answer", "none"]
     request: str | None = Field(None, description="the tool call as written between its tags")
+    tool: str | None = Field(None, description="the tool named in <request tool=\"NAME\">; None: the default tool")
     code: str | None = Field(None, description="inline mode: the program in the code block")
     answer: str | None = None
     problems: list[str] = Field(default_factory=list)
@@ -75,12 +81,11 @@ def parse_requester_segment(text: str, mode: Mode = "request") -> RequesterTurn:
     asks to check it is verifying, which the published work saw models learn. Generation stops at the closing tag, so
     text after it is at most the rest of one token.
     """
-    opening, close_tag = TAGS[mode]
-    close = text.find(close_tag)
+    close = text.find(TAGS[mode][1])
     if close >= 0:
         return _parse_call(text, close, mode)
     problems: list[str] = []
-    if opening in text:
+    if OPENINGS[mode].search(text):
         problems.append(tag_problems(mode)["unclosed"])
     span = _boxed_span(text)
     if span is None:
@@ -95,21 +100,34 @@ def parse_requester_segment(text: str, mode: Mode = "request") -> RequesterTurn:
 
 
 def _parse_call(text: str, close: int, mode: Mode) -> RequesterTurn:
-    opening_tag, close_tag = TAGS[mode]
     named = tag_problems(mode)
     problems: list[str] = []
-    opening = text.rfind(opening_tag, 0, close)
-    if opening < 0:
+    openings = list(OPENINGS[mode].finditer(text, 0, close))
+    if not openings:
         return RequesterTurn(kind="none", problems=[named["stray"]])
-    if text.count(opening_tag, 0, close) > 1:
+    if len(openings) > 1:
         problems.append(named["nested"])
-    if text.find(opening_tag, close) >= 0:
+    if OPENINGS[mode].search(text, close):
         problems.append(named["second"])
-    body = text[opening + len(opening_tag) : close].strip()
+    opening = openings[-1]
+    body = text[opening.end() : close].strip()
     if mode == "request":
-        return RequesterTurn(kind="request", request=body, problems=problems + ([] if body else [named["empty"]]))
+        tool, bad = _tool_named(opening.groupdict().get("attributes"))
+        problems += [named["attributes"]] if bad else []
+        return RequesterTurn(kind="request", request=body, tool=tool, problems=problems + ([] if body else [named["empty"]]))
     code = inline_code(body)
     return RequesterTurn(kind="code", request=body, code=code, problems=problems + ([] if code else [named["empty"]]))
+
+
+def _tool_named(attributes: str | None) -> tuple[str | None, bool]:
+    """The tool an opening tag names, and whether it held anything else (then no name is taken from it)."""
+    if attributes is None or not attributes.strip():
+        return None, False
+    match = TOOL_ATTRIBUTE.match(attributes)
+    if not match:
+        return None, True
+    name = (match["double"] if match["double"] is not None else match["single"] if match["single"] is not None else match["bare"]).strip()
+    return name or None, False
 
 
 def inline_code(body: str) -> str | None:
@@ -122,8 +140,8 @@ def inline_code(body: str) -> str | None:
 def count_boxed(text: str, mode: Mode = "request") -> int:
     """How many \\boxed{ a text opens outside its tool calls (a request may mention one, a program may print one): a
     well-formed trajectory has exactly one, its answer."""
-    opening, close = (re.escape(tag) for tag in TAGS[mode])
-    return re.sub(rf"{opening}.*?(?:{close}|\Z)", "", text, flags=re.DOTALL).count(BOXED)
+    close = re.escape(TAGS[mode][1])
+    return re.sub(rf"(?:{OPENINGS[mode].pattern}).*?(?:{close}|\Z)", "", text, flags=re.DOTALL).count(BOXED)
 
 
 def extract_boxed(text: str) -> str | None:
@@ -161,6 +179,11 @@ def extract_code(text: str) -> str | None:
         if body.strip():
             return body.strip("\n")
     return None
+
+
+def request_tag(tool: str | None = None) -> str:
+    """The opening tag as the requester writes it (the prompt's tool cards show it)."""
+    return REQUEST_OPEN if tool is None else f'<request tool="{tool}">'
 
 
 def format_result(output: str | None, error: str | None) -> str:

@@ -29,19 +29,26 @@ class RequesterSettings(BaseModel):
 
 
 class Requester:
-    def __init__(self, backend: Backend, settings: RequesterSettings | None = None):
+    def __init__(self, backend: Backend, settings: RequesterSettings | None = None, tool_cards: str | None = None):
+        """`tool_cards`: the registry's cards (agents/tools/toolbox.py), shown after the system prompt in the request
+        mode; None for the coder alone."""
         if backend.tokenizer is None:
             raise DuetError(f"the requester needs token ids, and {backend.name} has no tokenizer; use a local model or a vLLM server whose model folder is local")
         self.backend = backend
         self.settings = (settings or RequesterSettings()).filled()
         self.mode: Mode = self.settings.mode
+        self.tool_cards = tool_cards
 
     def in_mode(self, mode: Mode) -> Requester:
         """The same model and settings writing in another mode (an evaluation comparing modes loads it once)."""
-        return self if mode == self.mode else Requester(self.backend, self.settings.model_copy(update={"mode": mode}))
+        return self if mode == self.mode else Requester(self.backend, self.settings.model_copy(update={"mode": mode}), self.tool_cards)
+
+    def with_tool_cards(self, tool_cards: str | None) -> Requester:
+        """The same model and settings with the cards of a registry (the graph gives its requester its own toolbox's)."""
+        return self if tool_cards == self.tool_cards else Requester(self.backend, self.settings, tool_cards)
 
     def messages(self, question: str, history: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
-        return requester_messages(question, history, few_shot=self.settings.few_shot, mode=self.mode)
+        return requester_messages(question, history, few_shot=self.settings.few_shot, mode=self.mode, tool_cards=self.tool_cards)
 
     def prompt_ids(self, question: str, history: list[tuple[str, str]] = (), reserve: int = 0) -> tuple[list[int], int]:
         """The prompt, and how many of the oldest exchanges were left out so that it plus `reserve` tokens of
@@ -88,9 +95,15 @@ class Requester:
 PROMPTS: dict[Mode, str] = {"request": "requester", "inline": "requester_inline"}
 
 
-def requester_messages(question: str, history: list[tuple[str, str]] = (), few_shot: bool = True, mode: Mode = "request") -> list[dict[str, str]]:
-    """System prompt, few-shot exchanges, earlier exchanges of this chat, then the question."""
-    messages = [{"role": "system", "content": load_text(PROMPTS[mode])}]
+def requester_messages(
+    question: str, history: list[tuple[str, str]] = (), few_shot: bool = True, mode: Mode = "request", tool_cards: str | None = None
+) -> list[dict[str, str]]:
+    """System prompt (with the tool cards, in the request mode), few-shot exchanges, earlier exchanges of this chat,
+    then the question."""
+    system = load_text(PROMPTS[mode])
+    if tool_cards and mode == "request":
+        system = f"{system}\n{tool_cards}"
+    messages = [{"role": "system", "content": system}]
     for example in load_examples(f"{PROMPTS[mode]}_examples") if few_shot else ():
         messages += [{"role": "user", "content": example["question"]}, {"role": "assistant", "content": example["answer"]}]
     for asked, response in history:

@@ -69,6 +69,10 @@ MaxCallsOpt = Annotated[
     Optional[int],
     typer.Option("--max-calls", help=f"Requests allowed per question. Default: {RunLimits.model_fields['max_calls'].default} (limits.max_calls in --config), or as the requester's checkpoint was trained."),
 ]
+ToolsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--tools", help="YAML file of the tool registry (a list of tools, or the tools: settings); replaces the config's and the checkpoint's."),
+]
 ModeOpt = Annotated[
     Optional[Mode],
     typer.Option("--mode",
@@ -93,14 +97,15 @@ def warn_about_isolation() -> None:
         err_console.print(f"warning: {warning}", style="yellow", highlight=False)
 
 
-def agent_config(config: Path | None, max_calls: int | None, mode: str | None = None):
+def agent_config(config: Path | None, max_calls: int | None, mode: str | None = None, tools: Path | None = None):
     """The agent settings of a command that runs the graph (so it also warns about a weak sandbox)."""
-    from duet.configfile import load_config
+    from duet.configfile import load_config, load_yaml
     from graph.config import AgentConfig
 
-    given = {("limits.max_calls", "--max-calls"): max_calls, ("requester.mode", "--mode"): mode}
+    registry = None if tools is None else load_yaml(tools, "tool registry")
+    given = {("limits.max_calls", "--max-calls"): max_calls, ("requester.mode", "--mode"): mode, ("tools", f"--tools {tools}"): registry}
     overrides = {key: value for (key, _), value in given.items() if value is not None}
-    flags = {key: f"{flag} {getattr(value, 'value', value)}" for (key, flag), value in given.items() if value is not None}
+    flags = {key: flag if key == "tools" else f"{flag} {getattr(value, 'value', value)}" for (key, flag), value in given.items() if value is not None}
     settings = load_config(AgentConfig, config, overrides, flags=flags)
     warn_about_isolation()
     return settings
@@ -114,11 +119,12 @@ def ask(
     max_calls: MaxCallsOpt = None,
     mode: ModeOpt = None,
     config: ConfigOpt = None,
+    tools: ToolsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the live view.")] = False,
 ) -> None:
     """Answer one question, showing reasoning, requests, code, output and the answer as they happen."""
     try:
-        settings = agent_config(config, max_calls, mode)
+        settings = agent_config(config, max_calls, mode, tools)
         with console.status("loading models", spinner="dots") if not as_json else nullcontext():
             from graph.build import Team
 
@@ -158,6 +164,7 @@ def summary(state) -> dict:
         "calls": [
             {
                 "request": c.request,
+                "tool": c.tool,
                 "code": c.code,
                 "output": c.output,
                 "error": c.error,
@@ -178,12 +185,13 @@ def chat(
     max_calls: MaxCallsOpt = None,
     mode: ModeOpt = None,
     config: ConfigOpt = None,
+    tools: ToolsOpt = None,
 ) -> None:
     """Talk with the agent. Commands: /reset, /coder SPEC, /quit. Conversations are saved and resumable."""
     from duet.chat_session import run_chat
 
     try:
-        settings = agent_config(config, max_calls, mode)
+        settings = agent_config(config, max_calls, mode, tools)
         asyncio.run(run_chat(console, thread, requester, coder, settings))
     except DuetError as error:
         fail(str(error))
@@ -424,6 +432,8 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="First N questions of each dataset.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Questions in flight at once.")] = 16,
     config: ConfigOpt = None,
+    tools: ToolsOpt = None,
+    name_tool: Annotated[bool, typer.Option("--name-tool", help="The oracle run: each question names the tool its row names (metadata.tool).")] = False,
 ) -> None:
     """Run the graph over datasets; write records.jsonl, report.md, report.json and accuracy.png to --out."""
     if ctx.invoked_subcommand is not None:
@@ -436,7 +446,7 @@ def evaluate(
     try:
         eval_config = EvalConfig(
             data=[parse_source(value, "--data") for value in data], requester=requester, coder=coder, modes=[m.strip() for m in modes.split(",") if m.strip()],
-            limit=limit, concurrency=concurrency, agent=agent_config(config, None),
+            limit=limit, concurrency=concurrency, name_tool=name_tool, agent=agent_config(config, None, tools=tools),
         )
     except DuetError as error:
         fail(str(error))

@@ -20,12 +20,7 @@ def load_config(model: type[ConfigT], path: Path | None, overrides: dict | None 
     an override (`--max-calls -1`, `--set grpo.beta=lots`), so an error about it names what was typed, not the key."""
     data: dict = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as error:
-            raise DuetError(f"cannot read config {path}: {error.strerror or error}; give a readable YAML file") from error
-        except yaml.YAMLError as error:
-            raise DuetError(f"config {path} is not valid YAML: {_yaml_problem(error)}") from error
+        data = load_yaml(path, "config") or {}
         if not isinstance(data, dict):
             raise DuetError(f"config {path} must be a YAML mapping of settings")
     for dotted, value in (overrides or {}).items():
@@ -53,6 +48,16 @@ def load_config(model: type[ConfigT], path: Path | None, overrides: dict | None 
         if typed is not None:
             raise DuetError(f"{typed}: {first['msg']}") from error
         raise DuetError(f"config key {where!r}{_in_file(path, typed)}: {first['msg']}") from error
+
+
+def load_yaml(path: Path, what: str):
+    """A YAML file's content; a one-line DuetError naming the file and the parser's problem."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise DuetError(f"cannot read {what} {path}: {error.strerror or error}; give a readable YAML file") from error
+    except yaml.YAMLError as error:
+        raise DuetError(f"{what} {path} is not valid YAML: {_yaml_problem(error)}") from error
 
 
 def _in_file(path: Path | None, typed: str | None) -> str:

@@ -15,6 +15,7 @@ STYLES = {
     "code": ("code", "magenta"),
     "output": ("output", "green"),
     "execution_error": ("execution error", "red"),
+    "tool_error": ("tool error", "red"),
     "answer": ("answer", "bold green"),
     "error": ("error", "bold red"),
     "notice": ("notice", "yellow"),
@@ -77,6 +78,8 @@ class EventPrinter:
             self.console.print(Panel(Syntax(text, "python", theme="ansi_dark"), title=title, title_align="left", border_style="magenta"))
         else:
             title, style = STYLES.get(kind, (kind, "white"))
+            if event.get("tool") not in (None, "coder"):
+                title = f"{title}: {event['tool']}"
             self.console.print(Panel(Text(text.rstrip() or "(empty)"), title=title, title_align="left", border_style=style))
 
     def finish(self, state, mode: str = "request") -> None:

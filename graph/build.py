@@ -1,11 +1,17 @@
 """build_graph: the one compiled graph that `duet ask`, `duet chat`, `duet eval` and training rollouts all run.
 
-    START -> start -> requester --request--> coder -> executor --failed, repairs left--> coder
-                       ^   |                            ^    |
-                       |   +--program (inline mode)-----+    |
-                       +---------------result----------------+
+    START -> start -> requester --request for a coder tool--> coder -> executor --failed, repairs left--> coder
+                       ^ ^ |  |                                          ^    |
+                       | | |  +--program (inline mode)-------------------+    |
+                       | | +--request for a function or LangChain tool--> tool
+                       | +------------------result------------------------+   |
+                       +------------------------result----------------------- +
     requester --answer / no answer / limit / error--> finish -> END
     coder --failed (the coder's backend raised)--> finish
+
+A request names its tool (`<request tool="units">`; none: the registry's default, which is the coder unless the
+config says otherwise); the requester node resolves the name against the registry, and the edge after it routes by
+the tool's kind.
 
 The inline mode is a route through this graph, not a graph of its own: its requester writes the program, so the
 call reaches the executor with its program already attached and the coder node is never visited.
@@ -23,32 +29,49 @@ from agents.protocol import Mode
 from agents.models import load_backend, parse_spec, trained_settings
 from agents.requester import Requester
 from agents.sandbox import Sandbox
+from agents.tools.registry import load_tools
+from agents.tools.toolbox import Toolbox
 from graph.config import REMEMBERED, AgentConfig
-from graph.nodes import guarded, make_coder_node, make_executor_node, make_finish_node, make_requester_node, make_start_node
+from graph.nodes import guarded, make_coder_node, make_executor_node, make_finish_node, make_requester_node, make_start_node, make_tool_node
 from graph.state import AgentState, QuestionInput
 
 
-def build_graph(requester: Requester, coder: Coder | None, sandbox: Sandbox, config: AgentConfig, checkpointer=None):
-    """`coder=None` runs the requester alone: its requests are answered with a notice instead of a program."""
+def build_graph(requester: Requester, coder: Coder | None, sandbox: Sandbox, config: AgentConfig, checkpointer=None, toolbox: Toolbox | None = None):
+    """`coder=None` runs the requester alone: its requests, for every tool, are answered with a notice instead of a
+    result. `toolbox`: the registry's tools (unset: loaded from `config.tools`)."""
+    toolbox = toolbox or Toolbox(config.tools, requester.backend)
+    requester = requester.with_tool_cards(toolbox.cards())
     graph = StateGraph(AgentState, input_schema=QuestionInput)
     graph.add_node("start", make_start_node(config))
-    graph.add_node("requester", guarded(make_requester_node(requester, config)))
+    graph.add_node("requester", guarded(make_requester_node(requester, toolbox, config)))
     graph.add_node("coder", guarded(make_coder_node(coder, config)))
     graph.add_node("executor", guarded(make_executor_node(sandbox, requester, config)))
+    graph.add_node("tool", guarded(make_tool_node(toolbox, requester, with_tools=coder is not None)))
     graph.add_node("finish", make_finish_node(requester))
     graph.add_edge(START, "start")
     graph.add_edge("start", "requester")
-    graph.add_conditional_edges("requester", after_requester, ["coder", "executor", "finish"])
+    graph.add_conditional_edges("requester", router_after_requester(toolbox), ["coder", "executor", "tool", "finish"])
     graph.add_conditional_edges("coder", after_coder, ["executor", "finish"])
     graph.add_conditional_edges("executor", after_executor, ["coder", "requester", "finish"])
+    graph.add_conditional_edges("tool", after_tool, ["requester", "finish"])
     graph.add_edge("finish", END)
     return graph.compile(checkpointer=checkpointer)
 
 
-def after_requester(state: AgentState) -> str:
-    if state.status != "running":
-        return "finish"
-    return "executor" if state.calls[-1].attempts else "coder"
+def router_after_requester(toolbox: Toolbox):
+    def after_requester(state: AgentState) -> str:
+        if state.status != "running":
+            return "finish"
+        call = state.calls[-1]
+        if call.attempts:  # the inline mode's own program
+            return "executor"
+        return "coder" if toolbox.tools[call.tool].kind == "coder" else "tool"
+
+    return after_requester
+
+
+def after_tool(state: AgentState) -> str:
+    return "requester" if state.status == "running" else "finish"
 
 
 def after_coder(state: AgentState) -> str:
@@ -103,6 +126,7 @@ class Team:
         if load_coder is None:
             load_coder = settings.filled().mode == "request"
         self.requester_spec, self.coder_spec = requester_spec, coder_spec if load_coder else None
+        load_tools(self.config.tools)  # a tool that cannot be imported fails now, before any model loads
         self._backends: dict[str, Backend] = {}
         specs = {s for s in (self.coder_spec, None if requester_backend else requester_spec) if s is not None}
         # parse all, then reach servers before loading weights, so a typo or a dead server fails in a second
@@ -111,6 +135,8 @@ class Team:
         self.requester = Requester(requester_backend or self.backend(requester_spec), settings)
         self.coder = None if self.coder_spec is None else Coder(self.backend(self.coder_spec), self.config.coder)
         self.sandbox = Sandbox(self.config.sandbox)
+        self.toolbox = Toolbox(self.config.tools, self.requester.backend)
+        self.requester = self.requester.with_tool_cards(self.toolbox.cards())
 
     def backend(self, spec: str) -> Backend:
         parsed = parse_spec(spec)
@@ -129,7 +155,7 @@ class Team:
         requester = self.requester.in_mode(mode or self.requester.mode)
         if requester.mode == "request" and with_coder and self.coder is None:
             raise DuetError("the request mode needs a coder, and none was loaded; load one, or use --mode inline")
-        return build_graph(requester, self.coder if with_coder else None, self.sandbox, self.config, checkpointer)
+        return build_graph(requester, self.coder if with_coder else None, self.sandbox, self.config, checkpointer, self.toolbox)
 
     async def aclose(self) -> None:
         for backend in self._backends.values():

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.coder import CoderSettings
 from agents.requester import RequesterSettings
 from agents.sandbox import SandboxLimits
+from agents.tools.registry import ToolSettings
 
 
 class Strict(BaseModel):
@@ -41,8 +42,11 @@ class BackendSettings(Strict):
 
 
 # What a checkpoint remembers of the settings it was trained under (its duet.json), by section of AgentConfig: the
-# prompt and protocol it learned (few-shot examples, mode) and the limits its trajectories were cut to.
-REMEMBERED: dict[str, tuple[str, ...]] = {"requester": ("few_shot", "mode", "max_segment_tokens"), "limits": ("max_calls", "max_total_tokens")}
+# prompt and protocol it learned (few-shot examples, mode, the tools its prompt listed) and the limits its
+# trajectories were cut to.
+REMEMBERED: dict[str, tuple[str, ...]] = {
+    "requester": ("few_shot", "mode", "max_segment_tokens"), "limits": ("max_calls", "max_total_tokens"), "tools": ("registry", "default"),
+}
 
 
 class AgentConfig(Strict):
@@ -50,9 +54,10 @@ class AgentConfig(Strict):
     coder: CoderSettings = Field(default_factory=CoderSettings)
     limits: RunLimits = Field(default_factory=RunLimits)
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits)
+    tools: ToolSettings = Field(default_factory=ToolSettings, description="the tools the requester may ask (agents/tools); default: the coder alone")
     backends: BackendSettings = Field(default_factory=BackendSettings)
 
     def remembered(self) -> dict[str, dict[str, Any]]:
         """What a checkpoint trained under these settings writes into its duet.json (see graph.build.as_trained)."""
-        sections = {"requester": self.requester.filled(), "limits": self.limits}
+        sections = {"requester": self.requester.filled(), "limits": self.limits, "tools": self.tools}
         return {section: sections[section].model_dump(mode="json", include=set(keys)) for section, keys in REMEMBERED.items()}

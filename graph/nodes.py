@@ -15,6 +15,8 @@ from agents.coder import Coder
 from agents.protocol import SEVERAL_ANSWERS, count_boxed, extract_code, format_result, parse_requester_segment
 from agents.requester import Requester
 from agents.sandbox import Sandbox
+from agents.tools.calling import ToolOutcome
+from agents.tools.toolbox import Toolbox
 from graph.config import AgentConfig
 from graph.seeds import derive_seed
 from graph.state import AgentState, Call, CodeAttempt, Exchange, Segment, Trajectory
@@ -48,7 +50,7 @@ def make_start_node(config: AgentConfig) -> Node:
     return start_node
 
 
-def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
+def make_requester_node(requester: Requester, toolbox: Toolbox, config: AgentConfig) -> Node:
     async def requester_node(state: AgentState) -> dict:
         emit = get_stream_writer()
         trajectory, problems = state.trajectory, list(state.problems)
@@ -73,8 +75,12 @@ def make_requester_node(requester: Requester, config: AgentConfig) -> Node:
             if len(state.calls) >= config.limits.max_calls:
                 return {**update, "status": "limit", "problems": [*update["problems"], f"more than {config.limits.max_calls} requests"]}
             if turn.kind == "request":
-                emit({"event": "request", "text": turn.request})
-                return {**update, "calls": [*state.calls, Call(request=turn.request)]}
+                tool, problem = await toolbox.resolve(turn.tool, turn.request)
+                if problem:
+                    update["problems"].append(problem)
+                    emit({"event": "notice", "text": problem})
+                emit({"event": "request", "text": turn.request, "tool": tool.name})
+                return {**update, "calls": [*state.calls, Call(request=turn.request, tool=tool.name, asked_tool=turn.tool)]}
             emit({"event": "code", "text": turn.code or turn.request, "attempt": 1})
             return {**update, "calls": [*state.calls, Call(request=turn.request, attempts=[own_program(turn.code)])]}
         if generation.finish_reason == "length":  # cut off, whatever it wrote: a box in it is not taken as the answer
@@ -138,14 +144,37 @@ def make_executor_node(sandbox: Sandbox, requester: Requester, config: AgentConf
         attempts = [*call.attempts[:-1], attempt]
         if attempt.failed and repairs_left(attempts, config) and attempt.reply:  # a coder replied and can repair
             return {"calls": [*state.calls[:-1], call.model_copy(update={"attempts": attempts})]}
-        inserted = format_result(attempt.result.stdout if attempt.result else None, attempt.error)
-        ids = requester.encode_inserted(inserted)
-        trajectory = state.trajectory.appended(Segment(source="inserted", token_ids=ids, text=requester.backend.tokenizer.decode(ids)))
-        emit({"event": "result", "text": inserted})
-        done = call.model_copy(update={"attempts": attempts, "inserted": inserted})
-        return {"calls": [*state.calls[:-1], done], "trajectory": trajectory}
+        return inserted_result(state, requester, call.model_copy(update={"attempts": attempts}), attempt.result.stdout if attempt.result else None, attempt.error)
 
     return executor_node
+
+
+def make_tool_node(toolbox: Toolbox, requester: Requester, with_tools: bool) -> Node:
+    """A function or LangChain tool answers the request itself: no program, no sandbox. Without tools (the
+    requester-alone evaluation) it gets the same notice as a request for the coder."""
+
+    async def tool_node(state: AgentState) -> dict:
+        call = state.calls[-1]
+        if not with_tools:
+            outcome = ToolOutcome(error=NO_HELPER)
+        elif not call.request:
+            outcome = ToolOutcome(error="empty request: write what you need between the tags")
+        else:
+            outcome = await toolbox.call(toolbox.tools[call.tool], call.request)
+            get_stream_writer()({"event": "output" if outcome.error is None else "tool_error", "text": outcome.output or outcome.error, "tool": call.tool})
+        served = call.model_copy(update={"tool_output": outcome.output, "tool_error": outcome.error})
+        return inserted_result(state, requester, served, outcome.output, outcome.error)
+
+    return tool_node
+
+
+def inserted_result(state: AgentState, requester: Requester, call: Call, output: str | None, error: str | None) -> dict:
+    """The call's result enters the trajectory as text, tokenized once, here; the call is done."""
+    inserted = format_result(output, error)
+    ids = requester.encode_inserted(inserted)
+    trajectory = state.trajectory.appended(Segment(source="inserted", token_ids=ids, text=requester.backend.tokenizer.decode(ids)))
+    get_stream_writer()({"event": "result", "text": inserted})
+    return {"calls": [*state.calls[:-1], call.model_copy(update={"inserted": inserted})], "trajectory": trajectory}
 
 
 def repairs_left(attempts: list[CodeAttempt], config: AgentConfig) -> bool:

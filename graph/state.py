@@ -63,10 +63,15 @@ class CodeAttempt(BaseModel):
 
 
 class Call(BaseModel):
-    """One request and the attempts to serve it (the first program and its repairs)."""
+    """One request, the tool that served it, and what it gave: for a coder tool, the attempts (the first program
+    and its repairs); for a function or LangChain tool, its reply or error."""
 
     request: str
+    tool: str = Field("coder", description="the registry's tool that served the call")
+    asked_tool: str | None = Field(None, description="the tool name the requester wrote; None: it named none (the default tool)")
     attempts: list[CodeAttempt] = Field(default_factory=list)
+    tool_output: str | None = None
+    tool_error: str | None = None
     inserted: str | None = None
 
     @property
@@ -75,12 +80,14 @@ class Call(BaseModel):
 
     @property
     def output(self) -> str | None:
-        last = self.attempts[-1] if self.attempts else None
-        return last.result.stdout if last and last.result else None
+        if not self.attempts:
+            return self.tool_output
+        last = self.attempts[-1]
+        return last.result.stdout if last.result else None
 
     @property
     def error(self) -> str | None:
-        return self.attempts[-1].error if self.attempts else None
+        return self.attempts[-1].error if self.attempts else self.tool_error
 
 
 class Exchange(BaseModel):

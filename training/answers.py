@@ -39,7 +39,6 @@ without being parsed: sympy's LaTeX parser is exponential in brace depth.
 
 from __future__ import annotations
 
-import ast
 import logging
 import re
 from collections import Counter
@@ -48,6 +47,8 @@ from functools import cache
 from math import gcd
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from agents.arithmetic import NotArithmetic, parse_arithmetic
 
 TOLERANCE_KEY = "answer_tolerance"
 ACCEPT_EXPRESSIONS_KEY = "accept_expressions"
@@ -110,48 +111,22 @@ def nesting_depth(text: str) -> int:
 
 # --- Countdown ---------------------------------------------------------------------------------------------------
 
-_LATEX_OPERATORS = {"\\times": "*", "\\cdot": "*", "\\div": "/", "×": "*", "÷": "/", "\\left": "", "\\right": ""}
-_ARITHMETIC_CHARS = re.compile(r"[0-9+\-*/()\s]+")
-_BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
-
-
 def judge_countdown(answer: str, metadata: dict) -> Verdict:
     if "numbers" not in metadata or "target" not in metadata:
         raise InvalidRow("the row has no Countdown numbers and target in its metadata")
-    expression = answer.strip().strip("$")
-    for latex, operator in _LATEX_OPERATORS.items():
-        expression = expression.replace(latex, operator)
-    if not _ARITHMETIC_CHARS.fullmatch(expression):
-        return wrong("not an arithmetic expression of integers with + - * / and parentheses")
     try:
-        tree = ast.parse(expression.strip(), mode="eval")  # parsing only: nothing is evaluated by Python
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return wrong("not a well-formed arithmetic expression")
-    literals = []
-    for node in ast.walk(tree.body):
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            literals.append(node.value)
-        elif not isinstance(node, (ast.BinOp, ast.UnaryOp, *_BINARY, ast.USub, ast.UAdd)):
-            return wrong(f"{type(node).__name__} is not allowed in a Countdown answer")
+        expression = parse_arithmetic(answer)
+    except NotArithmetic as error:
+        return wrong(str(error))
     numbers = [int(n) for n in metadata["numbers"]]
-    if Counter(literals) != Counter(numbers):
-        return wrong(f"uses {_listed(literals)} but the numbers are {_listed(numbers)}")
+    if Counter(expression.literals) != Counter(numbers):
+        return wrong(f"uses {_listed(expression.literals)} but the numbers are {_listed(numbers)}")
     try:
-        value = _evaluate(tree.body)
+        value = expression.value()
     except ZeroDivisionError:
         return wrong("division by zero")
     target = Fraction(str(metadata["target"]))
     return RIGHT if value == target else wrong(f"equals {value}, not the target {target}")
-
-
-def _evaluate(node: ast.expr) -> Fraction:
-    """Exact value of a whitelisted tree (only literals, + - * / and unary signs reach here)."""
-    if isinstance(node, ast.Constant):
-        return Fraction(node.value)
-    if isinstance(node, ast.UnaryOp):
-        operand = _evaluate(node.operand)
-        return -operand if isinstance(node.op, ast.USub) else operand
-    return _BINARY[type(node.op)](_evaluate(node.left), _evaluate(node.right))
 
 
 def _listed(numbers: list[int]) -> str:

@@ -58,7 +58,9 @@ ScheduledWeight = float | list[tuple[int, float]]
 class RewardSettings(Strict):
     """The reward of a trajectory is the weighted sum of named components. A weight is a number, or a schedule of
     [step, weight] points interpolated linearly (constant before the first point and after the last), e.g. a format
-    reward that dominates early: format: [[1, 1.0], [40, 0.2]]. Steps count as the logs do: the first step is 1."""
+    reward that dominates early: format: [[1, 1.0], [40, 0.2]]. Steps count as the logs do: the first step is 1.
+    Built-in components: answer, format, and tool_choice (rows that name their tool in metadata.tool; scored only when
+    it has a weight)."""
 
     weights: dict[str, ScheduledWeight] = Field(default_factory=lambda: {"answer": 1.0, "format": 0.2})
     functions: dict[str, str] = Field(
@@ -67,7 +69,7 @@ class RewardSettings(Strict):
 
     @model_validator(mode="after")
     def _every_weight_has_a_component(self) -> RewardSettings:
-        known = {"answer", "format", *self.functions}
+        known = {"answer", "format", "tool_choice", *self.functions}
         unknown = sorted(set(self.weights) - known)
         if unknown:
             raise ValueError(f"weights for unknown reward {', '.join(unknown)}; known: {', '.join(sorted(known))}")

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.errors import DuetError
-from training import big_value
+from training import big_value, tool_questions
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 EXPECTED = {".jsonl": "one JSON object per line", ".json": "a JSON list of objects, or one object per line",
@@ -31,7 +31,7 @@ REASONING_GYM = {
     "knights-knaves": "knights_knaves",
     "countdown": "countdown",
 }
-GENERATORS = ["big-value", *REASONING_GYM]
+GENERATORS = ["big-value", *tool_questions.KINDS, *REASONING_GYM]
 
 
 class FieldMap(BaseModel):
@@ -342,6 +342,8 @@ def last_boxed(solution: str) -> str | None:
 def generate(name: str, n: int, seed: int) -> list[dict]:
     if name == "big-value":
         return big_value.generate(n, seed)
+    if name in tool_questions.KINDS:
+        return tool_questions.generate(name, n, seed)
     if name not in REASONING_GYM:
         raise DuetError(f"unknown generator {name!r}; choose one of: {', '.join(GENERATORS)}")
     import reasoning_gym

@@ -40,6 +40,7 @@ class EvalConfig(BaseModel):
     modes: list[Mode] = Field(default_factory=lambda: ["coder", "alone"])
     limit: int | None = Field(None, ge=1, description="first N questions of each file")
     concurrency: int = Field(16, ge=1, description="questions in flight at once")
+    name_tool: bool = Field(False, description="the oracle run: each question ends by naming the tool its row names (metadata.tool)")
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
 
@@ -62,6 +63,10 @@ class Record(BaseModel):
     calls_recovered: int
     tokens: int
     seconds: float
+    call_tools: list[str] = Field(default_factory=list, description="the tool that served each call")
+    call_errors: list[bool] = Field(default_factory=list, description="whether each call's result was an error")
+    unknown_tool_names: int = Field(0, description="calls that named a tool the registry does not hold (routed by description)")
+    expected_tool: str | None = Field(None, description="the tool the row names (metadata.tool)")
 
 
 def record_of(dataset: str, row: dict, mode: Mode, state: AgentState, seconds: float, verdict: Verdict) -> Record:
@@ -75,6 +80,9 @@ def record_of(dataset: str, row: dict, mode: Mode, state: AgentState, seconds: f
         failed_executions=sum(a.failed for a in executed), executions=len(executed),
         calls_with_failure=len(troubled), calls_recovered=sum(not call.attempts[-1].failed for call in troubled),
         tokens=state.trajectory.count("requester", "inserted"), seconds=round(seconds, 3),
+        call_tools=[call.tool for call in state.calls], call_errors=[call.error is not None for call in state.calls],
+        unknown_tool_names=sum(c.asked_tool is not None and c.asked_tool.lower() != c.tool.lower() for c in state.calls),
+        expected_tool=(row.get("metadata") or {}).get("tool"),
     )
 
 
@@ -92,6 +100,10 @@ class Summary(BaseModel):
     recovery_rate: float | None = Field(description="calls whose failed program was repaired / calls with a failure")
     tokens_per_question: float
     seconds_per_question: float
+    tool_choice_rate: float | None = Field(None, description="runs whose every call went to the row's tool / runs that asked, on rows naming a tool")
+    calls_by_tool: dict[str, float] = Field(default_factory=dict, description="calls per question, by tool")
+    tool_error_rates: dict[str, float] = Field(default_factory=dict, description="calls answered with an error / calls, by tool")
+    unknown_tool_rate: float = Field(0.0, description="calls that named a tool the registry does not hold / calls")
 
 
 def summarize(records: list[Record]) -> list[Summary]:
@@ -115,8 +127,22 @@ def summarize(records: list[Record]) -> list[Summary]:
             recovery_rate=sum(r.calls_recovered for r in group) / troubled if troubled else None,
             tokens_per_question=sum(r.tokens for r in group) / n,
             seconds_per_question=sum(r.seconds for r in group) / n,
+            **tool_use(group),
         ))
     return summaries
+
+
+def tool_use(group: list[Record]) -> dict:
+    """Which tools a group of runs called, how often they failed, and whether they chose the row's tool."""
+    calls = [(tool, failed) for r in group for tool, failed in zip(r.call_tools, r.call_errors)]
+    tools = sorted({tool for tool, _ in calls})
+    chose = [all(tool == r.expected_tool for tool in r.call_tools) for r in group if r.expected_tool and r.call_tools]
+    return {
+        "tool_choice_rate": sum(chose) / len(chose) if chose else None,
+        "calls_by_tool": {tool: sum(t == tool for t, _ in calls) / len(group) for tool in tools},
+        "tool_error_rates": {tool: sum(f for t, f in calls if t == tool) / sum(t == tool for t, _ in calls) for tool in tools},
+        "unknown_tool_rate": sum(r.unknown_tool_names for r in group) / len(calls) if calls else 0.0,
+    }
 
 
 def read_records(path: Path) -> list[Record]:
@@ -152,6 +178,7 @@ class EvalSettings(BaseModel):
     coder: str
     agent: AgentConfig
     limit: int | None
+    name_tool: bool = False
     datasets: dict[str, str] = Field(
         default_factory=dict,
         description="key in the records -> the file's absolute path, a hub id, or the source as a YAML mapping when it has a config name, split or mapping",
@@ -162,9 +189,9 @@ class EvalSettings(BaseModel):
 def settled(config: EvalConfig, out: Path) -> EvalSettings:
     """The folder's settings with this run's datasets and modes added; refuses settings that differ from the folder's."""
     path = out / "settings.json"
-    wanted = EvalSettings(requester=config.requester, coder=config.coder, agent=config.agent, limit=config.limit)
+    wanted = EvalSettings(requester=config.requester, coder=config.coder, agent=config.agent, limit=config.limit, name_tool=config.name_tool)
     stored = EvalSettings.model_validate_json(path.read_text()) if path.is_file() else wanted
-    for field in ("requester", "coder", "agent", "limit"):
+    for field in ("requester", "coder", "agent", "limit", "name_tool"):
         if getattr(stored, field) != getattr(wanted, field):
             raise DuetError(
                 f"{out} holds records made with another {field} ({_shown(getattr(stored, field))}, not {_shown(getattr(wanted, field))}); "
@@ -244,7 +271,7 @@ async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -
             async def one(name: str, row: dict, mode: Mode) -> None:
                 async with slots:
                     started = time.perf_counter()
-                    state = await run_question(graphs[mode], row["question"], config.agent)
+                    state = await run_question(graphs[mode], asked(row, config.name_tool), config.agent)
                     seconds = time.perf_counter() - started
                 record = record_of(name, row, mode, state, seconds, await acheck_answer(row, state.answer))
                 sink.write(record.model_dump_json() + "\n")
@@ -257,6 +284,12 @@ async def evaluate(config: EvalConfig, out: Path, on_progress=None, team=None) -
             finally:
                 await team.aclose()
     return summarize(read_records(records_path)), settings
+
+
+def asked(row: dict, name_tool: bool) -> str:
+    """The question as the requester reads it; in the oracle run, with the tool its row names."""
+    tool = (row.get("metadata") or {}).get("tool") if name_tool else None
+    return f"{row['question']}\n(Ask the tool named {tool}: <request tool=\"{tool}\">.)" if tool else row["question"]
 
 
 def reproduce_command(settings: EvalSettings, out: Path) -> str:
@@ -272,6 +305,8 @@ def reproduce_command(settings: EvalSettings, out: Path) -> str:
              f"--config {_here(out / 'agent.yaml')}"]
     if settings.limit:
         parts.append(f"--limit {settings.limit}")
+    if settings.name_tool:
+        parts.append("--name-tool")
     return " ".join(parts)
 
 
@@ -292,7 +327,7 @@ def write_report(summaries: list[Summary], out: Path, command: str, agent: Agent
     ran_under = "" if limits is None else (
         f"Limits: at most {limits['max_calls']} requests and {limits['max_total_tokens']} tokens per question (the requester's and the "
         f"results', prompt excluded), {limits['max_segment_tokens']} tokens per requester segment.\n\n")
-    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\n{ran_under}Modes:\n{notes}\n", markdown_table(summaries), "", images, ""]
+    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\n{ran_under}Modes:\n{notes}\n", markdown_table(summaries), "", tools_table(summaries), images, ""]
     (out / "report.md").write_text("\n".join(lines))
     for field, label, top in charts:
         plot_metric(summaries, field, label, top, out / f"{field}.png")
@@ -315,6 +350,22 @@ def markdown_table(summaries: list[Summary]) -> str:
     rule = "|" + "---|" * len(COLUMNS)
     rows = ["| " + " | ".join(cell(s, field, style) for _, field, style in COLUMNS) + " |" for s in summaries]
     return "\n".join([header, rule, *rows])
+
+
+def tools_table(summaries: list[Summary]) -> str:
+    """Per tool: calls per question and the share answered with an error; and the tool-selection accuracy. Empty
+    when only the coder was called and no row names a tool."""
+    tools = sorted({tool for s in summaries for tool in s.calls_by_tool})
+    if tools in ([], ["coder"]) and all(s.tool_choice_rate is None for s in summaries):
+        return ""
+    header = "| dataset | mode | chose the row's tool | unknown names | " + " | ".join(f"{tool} calls/q (errors)" for tool in tools) + " |"
+    rule = "|" + "---|" * (4 + len(tools))
+    rows = []
+    for s in summaries:
+        chose = "n/a" if s.tool_choice_rate is None else f"{s.tool_choice_rate:.1%}"
+        cells = [f"{s.calls_by_tool[t]:.2f} ({s.tool_error_rates[t]:.0%})" if t in s.calls_by_tool else "0" for t in tools]
+        rows.append(f"| {s.dataset} | {s.mode} | {chose} | {s.unknown_tool_rate:.1%} | " + " | ".join(cells) + " |")
+    return "\n".join(["## Tools\n", header, rule, *rows, ""])
 
 
 def plot_metric(summaries: list[Summary], field: str, label: str, top: float | None, path: Path) -> None:

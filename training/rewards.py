@@ -47,6 +47,15 @@ def format_reward(row: dict, state: AgentState) -> float:
     return 0.0 if FORMAT_VIOLATIONS.intersection(state.problems) else 1.0
 
 
+def tool_choice_reward(row: dict, state: AgentState) -> float:
+    """1 when the run asked at least once and every call went to the tool the row names (`metadata.tool`), else 0;
+    0 on rows that name none (a constant within a group, so it moves no advantage)."""
+    expected = (row.get("metadata") or {}).get("tool")
+    if not expected or not state.calls:
+        return 0.0
+    return float(all(call.tool == expected for call in state.calls))
+
+
 def load_reward_function(path: str) -> RewardFunction:
     """`package.module:function`, called with the dataset row and the final graph state, returning a float."""
     module_name, _, attribute = path.partition(":")
@@ -74,14 +83,17 @@ def weight_at(weight: ScheduledWeight, step: int) -> float:
 class RewardScorer:
     """The reward of a rollout: named components, combined with the weights of the current step.
 
-    answer  1 when the final answer is right (the same exact checker as `duet eval`), else 0
-    format  format_reward above
-    others  the functions named in the config, by import path
+    answer       1 when the final answer is right (the same exact checker as `duet eval`), else 0
+    format       format_reward above
+    tool_choice  tool_choice_reward above, when the weights name it
+    others       the functions named in the config, by import path
     """
 
     def __init__(self, settings: RewardSettings):
         self.settings = settings
         self.functions: dict[str, RewardFunction] = {"format": format_reward}
+        if "tool_choice" in settings.weights:
+            self.functions["tool_choice"] = tool_choice_reward
         self.functions.update({name: load_reward_function(path) for name, path in settings.functions.items()})
 
     async def components(self, rows: list[dict], states: list[AgentState]) -> tuple[list[Verdict], list[dict[str, float]]]:

@@ -27,6 +27,7 @@ from agents.errors import DuetError
 from agents.protocol import RESULT_CLOSE, RESULT_OPEN
 from agents.requester import Requester
 from agents.tokenizing import encode_text, tokenizer_fingerprint
+from agents.tools.toolbox import Toolbox
 from graph.build import Team, as_trained, build_graph
 from graph.config import AgentConfig
 from graph.run import run_batch
@@ -78,7 +79,7 @@ def run_sft(config: SFTRunConfig) -> Path:
 
     # ---- the examples: the prompt the model is trained for, then each trace's own ids (its text, tokenized again,
     # when another tokenizer wrote them)
-    prompter = Requester(policy_backend(policy, config), agent.requester)
+    prompter = Requester(policy_backend(policy, config), agent.requester, Toolbox(agent.tools).cards())
     student = tokenizer_fingerprint(policy.tokenizer)
     foreign = sum(ids_are_ours(trace, policy.tokenizer, student) is False for trace in traces)
     if foreign and accelerator.is_main_process:
@@ -161,7 +162,7 @@ def collect_traces(config: SFTRunConfig, policy: Policy, rows: list[dict], agent
             for temperature in settings.temperatures:
                 sampling = {"temperature": temperature, "few_shot": settings.few_shot}
                 requester = Requester(team.requester.backend, requester_settings.model_copy(update=sampling))
-                graph = build_graph(requester, team.coder, team.sandbox, agent)
+                graph = build_graph(requester, team.coder, team.sandbox, agent, toolbox=team.toolbox)
                 runs = [row for row in rows for _ in range(settings.samples_per_question)]
                 seeds = [derive_seed(config.sft.seed, temperature, row["id"], k) for row in rows for k in range(settings.samples_per_question)]
                 states = await run_batch(graph, [row["question"] for row in runs], agent, seeds=seeds, on_finished=finished)

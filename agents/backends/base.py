@@ -71,5 +71,10 @@ class Backend(ABC):
         [generation] = await self.generate([GenerationRequest(self.encode_chat(messages), params)])
         return self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
 
+    async def embed(self, texts: list[str]) -> list[list[float]] | None:
+        """One vector per text from the model's own hidden states, or None when the backend cannot see them (a served
+        model): tool routing then falls back to word overlap."""
+        return None
+
     async def aclose(self) -> None:
         """Release threads, sockets or engines; the default holds nothing."""

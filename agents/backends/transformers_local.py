@@ -27,6 +27,7 @@ from agents.backends.attention import use_grouped_sdpa
 from agents.backends.base import Backend, Generation, GenerationRequest, SamplingParams
 from agents.backends.batching import on_caller_loop
 from agents.backends.detokenize import IncrementalText, first_stop
+from agents.tokenizing import encode_text
 
 
 @dataclass
@@ -138,6 +139,20 @@ class TransformersBackend(Backend):
                     for row in (batch.rows if batch else []) + waiting:
                         row.deliver(error)
                     batch = None
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """The mean over its tokens of the last layer's hidden states, per text, computed one text at a time beside the
+        decoding engine (read-only use of the same weights), so no padding enters the mean."""
+        return await asyncio.to_thread(self._embed, texts)
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        vectors = []
+        with torch.inference_mode():
+            for text in texts:
+                ids = encode_text(self.tokenizer, text) or [self._pad_id]
+                output = self.model(input_ids=torch.tensor([ids], device=self.model.device), output_hidden_states=True)
+                vectors.append(output.hidden_states[-1][0].float().mean(dim=0).tolist())
+        return vectors
 
     async def aclose(self) -> None:
         """Stop the engine between two steps (callers still waiting get an error) so no thread outlives the loop."""
