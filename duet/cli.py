@@ -250,7 +250,7 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("make")
 def data_make(
-    name: Annotated[str, typer.Argument(help="big-value, gsm-symbolic, arithmetic, knights-knaves or countdown.")],
+    name: Annotated[str, typer.Argument(help="big-value, tools, unseen-tools, gsm-symbolic, arithmetic, knights-knaves or countdown.")],
     out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of questions.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same questions.")] = 0,
@@ -438,6 +438,7 @@ def evaluate(
     """Run the graph over datasets; write records.jsonl, report.md, report.json and accuracy.png to --out."""
     if ctx.invoked_subcommand is not None:
         return
+    from agents.tools.registry import load_tools
     from training.data import parse_source
     from training.evaluate import EvalConfig, evaluate as run_evaluation, reproduce_command, write_report
 
@@ -448,6 +449,7 @@ def evaluate(
             data=[parse_source(value, "--data") for value in data], requester=requester, coder=coder, modes=[m.strip() for m in modes.split(",") if m.strip()],
             limit=limit, concurrency=concurrency, name_tool=name_tool, agent=agent_config(config, None, tools=tools),
         )
+        load_tools(eval_config.agent.tools)  # a tool that cannot be imported fails before any question starts
     except DuetError as error:
         fail(str(error))
     except ValueError:

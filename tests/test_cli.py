@@ -219,3 +219,15 @@ def test_help_shows_each_commands_example_and_the_defaults():
     assert "Column that holds the question" in convert and "Column that holds the answer" in convert and "--answer-format" in convert
     evaluate = duet("eval", "--help", env=wide).stdout
     assert "JSONL dataset" not in evaluate and ".parquet" in evaluate and "name: main" in evaluate
+
+
+def test_a_tools_file_that_is_missing_or_wrong_is_one_line(tmp_path):
+    assert_one_line_error(duet("ask", "q", "--tools", str(tmp_path / "none.yaml")), "cannot read tool registry", "none.yaml")
+    bad = tmp_path / "tools.yaml"
+    bad.write_text("- coder\n- abacus\n")
+    assert_one_line_error(duet("ask", "q", "--tools", str(bad)), f"--tools {bad}", "'abacus' is not a built-in tool")
+    unimportable = tmp_path / "mine.yaml"
+    unimportable.write_text("- coder\n- {name: mine, target: no_such_package.tools:convert}\n")
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question": "q", "answer": "1"}\n')
+    assert_one_line_error(duet("eval", "--data", str(data), "--out", str(tmp_path / "o"), "--tools", str(unimportable)), "tool 'mine': cannot import no_such_package.tools")

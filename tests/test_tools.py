@@ -363,5 +363,29 @@ def test_the_oracle_names_the_rows_tool():
 
 
 def test_tools_files_in_configs_are_valid():
-    for path in Path("configs").glob("tools*.yaml"):
+    for path in (Path("configs/tools.yaml"), Path("configs/tools-unseen.yaml")):
         load_tools(load_config(AgentConfig, None, {"tools": yaml.safe_load(path.read_text())}).tools)
+
+
+def test_training_logs_tool_metrics_only_when_tools_beyond_the_coder_ran():
+    from training.run_log import tool_metrics
+
+    [coder_only] = summarize([record(["coder"], None)])
+    assert tool_metrics(coder_only) == {}
+    [mixed] = summarize([record(["units", "coder"], "units", [True, False])])
+    assert tool_metrics(mixed) == {"tools/coder/calls": 1.0, "tools/units/calls": 1.0, "tools/coder/error_rate": 0.0,
+                                   "tools/units/error_rate": 1.0, "tools/unknown_name_rate": 0.0, "tool_choice_rate": 0.0}
+
+
+def test_a_recipe_whose_tool_cannot_be_imported_fails_before_anything_loads(tmp_path):
+    from training.config import GRPORunConfig
+    from training.preflight import check_recipe
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "q", "answer": "1"}\n')
+    config = GRPORunConfig.model_validate({
+        "model": {"requester": "default", "coder": "default"}, "data": {"train": [str(data)]}, "grpo": {"output_dir": str(tmp_path / "out")},
+        "agent": {"tools": ["coder", {"name": "mine", "target": "no_such_package:tool"}]},
+    })
+    with pytest.raises(DuetError, match="tool 'mine': cannot import no_such_package"):
+        check_recipe(config)

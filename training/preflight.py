@@ -1,5 +1,6 @@
 """What a training recipe needs on disk, checked with the recipe alone, before torch or a model is loaded: a missing
-data file or checkpoint folder is one line in a second, not a traceback after minutes of loading.
+data file or checkpoint folder, or a tool that cannot be imported, is one line in a second, not a traceback after
+minutes of loading.
 
 Relative paths in a recipe are read from the current folder (where `duet` runs), as every other path duet takes.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from agents.errors import DuetError
+from agents.tools.registry import load_tools
 from training.config import GRPORunConfig, SFTRunConfig
 from training.data import DataSource
 
@@ -34,6 +36,7 @@ def check_recipe(config: GRPORunConfig | SFTRunConfig, recipe: Path | None = Non
     for key, spec in specs.items():
         if spec is not None:
             check_model(spec, key, recipe)
+    load_tools(config.agent.tools)
 
 
 def check_data(source: DataSource, key: str, recipe: Path | None = None) -> None:

@@ -147,7 +147,8 @@ class Progress:
                 if self.completed != self._last_line_count:
                     self._write()
 
-    def close(self) -> None:
+    def close(self, final_line: bool = True) -> None:
+        """Stop; in a log, write the last count unless the run is failing (its error is then the last word)."""
         if self._started_at is None:
             return
         self._stop.set()
@@ -156,7 +157,7 @@ class Progress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
-        else:
+        elif final_line:
             with self._lock:
                 if self.completed != self._last_line_count:
                     self._write()
@@ -165,5 +166,5 @@ class Progress:
     def __enter__(self) -> Progress:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, error, trace) -> None:
+        self.close(final_line=kind is None)

@@ -77,6 +77,7 @@ class RunLog:
             **{k: v for k, v in update.items() if k != "reason"},
             **{f"time/{name}": seconds for name, seconds in timings.items()},
             "sync/weights_spread": max(checksums) - min(checksums),
+            **tool_metrics(summary),
         }
         self.history.append(row)
         with self.metrics_path.open("a", encoding="utf-8") as sink:
@@ -84,6 +85,8 @@ class RunLog:
         if "reason" in update:
             self.note(f"step {step}: update skipped ({update['reason']})")
         live = f"reward {row['reward']:.2f}  accuracy {row['accuracy']:.0%}  format {row['format_rate']:.0%}  asked {row['asked_rate']:.0%}"
+        if "tool_choice_rate" in row:
+            live += f"  chose the row's tool {row['tool_choice_rate']:.0%}"
         self.progress.update(completed=step, live=live)
         if step % self.args.logging_steps == 0 or step == self.args.max_steps:
             self.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=step)
@@ -96,7 +99,8 @@ class RunLog:
                 written = "".join(s.text for s in state.trajectory.segments if s.source != "prompt")
                 sink.write(json.dumps({
                     "step": step, "rank": rank, "id": row["id"], "sample": sample, "gold": row["answer"], "answer": state.answer,
-                    "status": state.status, "reward": reward, "rewards": parts, "requests": len(state.calls), "response": written,
+                    "status": state.status, "reward": reward, "rewards": parts, "requests": len(state.calls),
+                    "tools": [call.tool for call in state.calls], "response": written,
                 }, ensure_ascii=False) + "\n")
 
     def missing_reasons(self) -> dict[str, str]:
@@ -224,3 +228,16 @@ def _flat(config: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return flat
+
+
+def tool_metrics(summary) -> dict[str, float]:
+    """Per tool: calls per trajectory and the share answered with an error; the tool-selection accuracy on rows that
+    name a tool; calls that named a tool the registry does not hold. Nothing for a run that only asked the coder."""
+    if list(summary.calls_by_tool) in ([], ["coder"]) and summary.tool_choice_rate is None:
+        return {}
+    metrics = {f"tools/{name}/calls": rate for name, rate in summary.calls_by_tool.items()}
+    metrics |= {f"tools/{name}/error_rate": rate for name, rate in summary.tool_error_rates.items()}
+    metrics["tools/unknown_name_rate"] = summary.unknown_tool_rate
+    if summary.tool_choice_rate is not None:
+        metrics["tool_choice_rate"] = summary.tool_choice_rate
+    return metrics
