@@ -52,7 +52,7 @@ def main(requester: str = "default", n: int = 60) -> None:
         toolbox = Toolbox(ToolSettings(registry=REGISTRY, routing=method), backend)
         share, seconds, per_tool = asyncio.run(accuracy(toolbox, cases))
         table.add_row(method, f"{share:.0%}", f"{seconds * 1000:.1f}", *(f"{per_tool.get(tool, 0):.0%}" for tool in REGISTRY))
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":

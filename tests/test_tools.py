@@ -389,3 +389,10 @@ def test_a_recipe_whose_tool_cannot_be_imported_fails_before_anything_loads(tmp_
     })
     with pytest.raises(DuetError, match="tool 'mine': cannot import no_such_package"):
         check_recipe(config)
+
+
+def test_the_curves_add_the_tool_choice_panel_only_when_rows_name_tools():
+    from training.run_log import CURVES, curves_of
+
+    assert curves_of([{"step": 1, "reward": 0.5}]) == CURVES
+    assert curves_of([{"step": 1, "reward": 0.5, "tool_choice_rate": 0.5}])[-1] == ("tool_choice_rate", "chose the row's tool")

@@ -25,6 +25,7 @@ from training.progress import Progress
 
 CURVES = [("reward", "reward"), ("accuracy", "accuracy"), ("format_rate", "format rate"), ("asked_rate", "share with a request"),
           ("kl", "KL to reference"), ("completion_length", "requester tokens")]
+TOOL_CURVES = [("tool_choice_rate", "chose the row's tool")]  # drawn in runs whose rows name their tool
 
 
 class RunLog:
@@ -90,7 +91,7 @@ class RunLog:
         self.progress.update(completed=step, live=live)
         if step % self.args.logging_steps == 0 or step == self.args.max_steps:
             self.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=step)
-            plot_curves(self.history, self.output_dir / "curves.png", missing=self.missing_reasons())
+            plot_curves(self.history, self.output_dir / "curves.png", missing=self.missing_reasons(), curves=curves_of(self.history))
 
     def rollouts(self, step: int, rank: int, rows: list[dict], states: list, components: list[dict], rewards: list[float], group_size: int) -> None:
         with self.rollouts_path.open("a", encoding="utf-8") as sink:
@@ -228,6 +229,10 @@ def _flat(config: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return flat
+
+
+def curves_of(history: list[dict]) -> list[tuple[str, str]]:
+    return CURVES + TOOL_CURVES if any("tool_choice_rate" in row for row in history) else CURVES
 
 
 def tool_metrics(summary) -> dict[str, float]:
