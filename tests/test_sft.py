@@ -87,7 +87,8 @@ def test_sft_on_a_trace_file_lowers_the_loss_and_saves_a_requester_without_few_s
     assert len(losses) == 12 and losses[-1] < losses[0] / 2, losses
     assert checkpoint.is_symlink() and (checkpoint / "model.safetensors").is_file()
     assert trained_settings(str(checkpoint)) == {"requester": {"few_shot": False, "mode": "request", "max_segment_tokens": 64},
-                                                 "limits": {"max_calls": 2, "max_total_tokens": 256}}
+                                                 "limits": {"max_calls": 2, "max_total_tokens": 256},
+                                                 "tools": {"registry": [{"name": "coder", "kind": "coder", "target": None, "description": None, "timeout_s": 10.0}], "default": None}}
     team = Team(str(checkpoint), str(tiny_dir))
     assert team.requester.settings.few_shot is False and team.requester.settings.max_segment_tokens == 64
     assert team.config.limits.max_calls == 2 and team.config.limits.max_total_tokens == 256  # the limits it was trained under

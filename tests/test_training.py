@@ -114,7 +114,8 @@ def test_training_from_a_checkpoint_goes_on_under_the_limits_it_remembers(tmp_pa
     rows = run(config)
     assert rows[0]["completion_length"] <= 1
     assert trained_settings(str(Path(config["grpo"]["output_dir"]) / "checkpoint-latest")) == {
-        "requester": {"few_shot": False, "mode": "request", "max_segment_tokens": 1}, "limits": {"max_calls": 1, "max_total_tokens": 1}}
+        "requester": {"few_shot": False, "mode": "request", "max_segment_tokens": 1}, "limits": {"max_calls": 1, "max_total_tokens": 1},
+        "tools": {"registry": [{"name": "coder", "kind": "coder", "target": None, "description": None, "timeout_s": 10.0}], "default": None}}
 
 
 def test_a_vllm_engine_sleeps_through_each_update_and_wakes_for_the_push(tmp_path, tiny_dir, questions, monkeypatch):

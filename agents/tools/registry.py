@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,7 +113,7 @@ class Tool:
     kind: ToolKind
     description: str
     timeout_s: float
-    run: Callable[..., Any] | Any | None = None
+    run: Any = None
 
 
 def load_tools(settings: ToolSettings) -> dict[str, Tool]:
