@@ -75,6 +75,8 @@ def _decimal(value: Fraction, places: int) -> str:
 
 _CONVERSION = re.compile(r"(?is)^(?:convert\s+)?(?P<quantity>.+?)\s+(?:in|to|into|as)\s+(?P<unit>[^?]+?)[?.\s]*$")
 _HOW_MANY = re.compile(r"(?is)^how\s+many\s+(?P<unit>.+?)\s+(?:are|is)\s+(?:there\s+)?in\s+(?P<quantity>[^?]+?)[?.\s]*$")
+_POWER = re.compile(r"(?:\*\*|\^)\s*\(?\s*([-+]?\d+)")
+MAX_UNIT_POWER = 4  # m^2, cm^3, s^-2: a larger power is no unit anyone converts, and pint takes for ever on km**99999999
 _QUANTITY = re.compile(r"^\s*(?P<number>[-+]?[0-9][0-9,]*(?:\.[0-9]+)?|[-+]?\.[0-9]+)\s*(?P<unit>.+?)\s*$", re.DOTALL)
 
 
@@ -96,6 +98,8 @@ def units(request: str) -> str:
     quantity = match and _QUANTITY.match(match["quantity"])
     if not quantity:
         raise ToolInputError("write a quantity and the unit to convert to, such as: 5 miles in km")
+    if any(abs(int(power)) > MAX_UNIT_POWER for power in _POWER.findall(request)) or len(quantity["number"]) > MAX_DIGITS:
+        raise ToolInputError(f"units have powers up to {MAX_UNIT_POWER} and numbers up to {MAX_DIGITS} digits, such as: 5 m^2 in cm^2")
     registry = _units()
     try:
         value = Fraction(quantity["number"].replace(",", ""))
@@ -104,7 +108,20 @@ def units(request: str) -> str:
         raise ToolInputError(f"cannot convert {error.units1} to {error.units2}: they measure different things") from error
     except (pint.errors.PintError, AttributeError, TypeError, ValueError, SyntaxError, KeyError) as error:
         raise ToolInputError(f"unknown unit ({_first_line(error)}); use names such as km, mile, kg, lb, degC, degF, hour") from error
-    return f"{show_number(Fraction(converted.magnitude))} {converted.units:~}".strip()
+    return f"{show_number(Fraction(converted.magnitude))} {_unit_text(converted.units)}".strip()
+
+
+def _unit_text(unit) -> str:
+    """`km`, `m / s`, `cm^2`, by the units' symbols. pint's own `~` format fails on the Fraction powers that exact
+    magnitudes bring (a TypeError on m^2)."""
+    registry = _units()
+    shown = {True: [], False: []}
+    for name, power in unit._units.items():
+        power = Fraction(power)
+        symbol = registry.get_symbol(name)
+        shown[power > 0].append(symbol if abs(power) == 1 else f"{symbol}^{abs(power)}")
+    text = " * ".join(shown[True]) or "1"
+    return f"{text} / {' / '.join(shown[False])}" if shown[False] else ("" if text == "1" else text)
 
 
 def _unit_name(text: str) -> str:
@@ -136,7 +153,10 @@ def dates(request: str) -> str:
     if len(found) == 1 and shift:
         amount = int(shift["amount"])
         backwards = shift["direction"].lower() in ("before", "earlier than", "minus", "-")
-        moved = found[0] + relativedelta(**{f"{shift['unit'].lower()}s": -amount if backwards else amount})
+        try:
+            moved = found[0] + relativedelta(**{f"{shift['unit'].lower()}s": -amount if backwards else amount})
+        except (OverflowError, ValueError) as error:
+            raise ToolInputError(f"the date falls outside the calendar's years 1 to 9999 ({error})") from error
         return f"{moved.isoformat()} ({moved.strftime('%A')})"
     if len(found) == 1:
         return f"{found[0].isoformat()} is a {found[0].strftime('%A')}"
