@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from fractions import Fraction
 from random import Random
 
-from agents.tools.builtin import show_number, terminates
+from agents.tools.builtin import show_number, terminates, unit_registry
 
 TOLERANCE = 1e-6
 NAMES = ["Ada", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas"]
@@ -44,11 +44,9 @@ _CONVERSIONS = [  # (question wording, from unit, to unit, (low, high)) in pint'
 
 
 def _units(rng: Random) -> tuple[str, Fraction, str, str]:
-    from agents.tools.builtin import _units as registry
-
     wording, source, target, (low, high) = _CONVERSIONS[rng.randrange(len(_CONVERSIONS))]
     a = rng.randint(low, high)
-    value = Fraction(registry().Quantity(Fraction(a), source).to(target).magnitude)
+    value = Fraction(unit_registry().Quantity(Fraction(a), source).to(target).magnitude)
     return wording.format(a=a), value, f"{a} {source} in {target}", f"{source}_to_{target}".replace("/", "_per_")
 
 

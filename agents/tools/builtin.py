@@ -14,6 +14,7 @@ from fractions import Fraction
 from functools import cache
 
 from agents.arithmetic import NotArithmetic, parse_arithmetic
+from agents.errors import first_line
 
 MAX_DIGITS = 40  # a number the factoriser is given; sympy factors 40 digits in well under a second unless unlucky
 DECIMAL_PLACES = 10
@@ -81,7 +82,7 @@ _QUANTITY = re.compile(r"^\s*(?P<number>[-+]?[0-9][0-9,]*(?:\.[0-9]+)?|[-+]?\.[0
 
 
 @cache
-def _units():
+def unit_registry():
     import pint
 
     return pint.UnitRegistry(non_int_type=Fraction)
@@ -100,21 +101,21 @@ def units(request: str) -> str:
         raise ToolInputError("write a quantity and the unit to convert to, such as: 5 miles in km")
     if any(abs(int(power)) > MAX_UNIT_POWER for power in _POWER.findall(request)) or len(quantity["number"]) > MAX_DIGITS:
         raise ToolInputError(f"units have powers up to {MAX_UNIT_POWER} and numbers up to {MAX_DIGITS} digits, such as: 5 m^2 in cm^2")
-    registry = _units()
+    registry = unit_registry()
     try:
         value = Fraction(quantity["number"].replace(",", ""))
         converted = registry.Quantity(value, _unit_name(quantity["unit"])).to(_unit_name(match["unit"]))
     except pint.errors.DimensionalityError as error:
         raise ToolInputError(f"cannot convert {error.units1} to {error.units2}: they measure different things") from error
     except (pint.errors.PintError, AttributeError, TypeError, ValueError, SyntaxError, KeyError) as error:
-        raise ToolInputError(f"unknown unit ({_first_line(error)}); use names such as km, mile, kg, lb, degC, degF, hour") from error
+        raise ToolInputError(f"unknown unit ({first_line(error) or type(error).__name__}); use names such as km, mile, kg, lb, degC, degF, hour") from error
     return f"{show_number(Fraction(converted.magnitude))} {_unit_text(converted.units)}".strip()
 
 
 def _unit_text(unit) -> str:
     """`km`, `m / s`, `cm^2`, by the units' symbols. pint's own `~` format fails on the Fraction powers that exact
     magnitudes bring (a TypeError on m^2)."""
-    registry = _units()
+    registry = unit_registry()
     shown = {True: [], False: []}
     for name, power in unit._units.items():
         power = Fraction(power)
@@ -226,9 +227,6 @@ def roman(request: str) -> str:
         raise ToolInputError(str(error)) from error
     raise ToolInputError("write a whole number such as 1994 or a Roman numeral such as MCMXCIV")
 
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 BUILTIN = {"calculator": calculator, "units": units, "dates": dates, "primes": primes, "roman": roman}

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from agents.errors import first_line
 from agents.tools.builtin import ToolInputError
 from agents.tools.registry import Tool
 
@@ -40,7 +41,7 @@ async def call_tool(tool: Tool, request: str, max_output_chars: int) -> ToolOutc
     except ToolExited as error:
         return ToolOutcome(error=f"the {tool.name} tool failed: {error}")
     except Exception as error:  # noqa: BLE001 - a tool's failure is the requester's to read
-        return ToolOutcome(error=f"the {tool.name} tool failed: {type(error).__name__}: {_first_line(error)}")
+        return ToolOutcome(error=f"the {tool.name} tool failed: {type(error).__name__}: {first_line(error)}")
     text = _as_text(value)
     if text is None:
         return ToolOutcome(error=f"the {tool.name} tool returned a {type(value).__name__}, not text")
@@ -108,7 +109,3 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return str(value)
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [""])[0]

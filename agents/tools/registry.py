@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agents.errors import DuetError
+from agents.errors import DuetError, first_line
 from agents.tools.builtin import BUILTIN
 
 ToolKind = Literal["coder", "function", "langchain"]
@@ -149,13 +149,9 @@ def _imported(spec: ToolSpec) -> Any:
     try:
         value = importlib.import_module(module_name)
     except Exception as error:  # noqa: BLE001 - a user's module may fail to import in any way; say how, in one line
-        raise DuetError(f"tool {spec.name!r}: cannot import {module_name} ({type(error).__name__}: {_first_line(error)})") from error
+        raise DuetError(f"tool {spec.name!r}: cannot import {module_name} ({type(error).__name__}: {first_line(error)})") from error
     for part in attribute.split("."):
         if not hasattr(value, part):
             raise DuetError(f"tool {spec.name!r}: {module_name} has no {attribute!r}; check the name after the colon in {spec.target!r}")
         value = getattr(value, part)
     return value
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [""])[0]
