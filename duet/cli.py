@@ -250,22 +250,52 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("make")
 def data_make(
-    name: Annotated[str, typer.Argument(help="big-value, tools, unseen-tools, gsm-symbolic, arithmetic, knights-knaves or countdown.")],
+    name: Annotated[str, typer.Argument(help="big-value, big-value-steps, tools, unseen-tools, gsm-symbolic, arithmetic, knights-knaves or countdown.")],
     out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of questions.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same questions.")] = 0,
+    split: Annotated[
+        Optional[str],
+        typer.Option("--split", help="big-value and big-value-steps: train, validation or test, each from its own random stream; big-value's "
+                                     "held-out split asks only the two templates the others never use. Unset: every template, from the seed alone."),
+    ] = None,
 ) -> None:
     """Generate a dataset offline, seeded and reproducible, as JSONL (id, question, answer, source, metadata)."""
     from training.data import generate, write_jsonl
 
     try:
-        rows = generate(name, n, seed)
+        rows = generate(name, n, seed, split)
         write_jsonl(rows, out)
     except DuetError as error:
         fail(str(error))
     except OSError as error:
         fail(f"cannot write {out}: {error.strerror}; choose a writable path")
     console.print(f"wrote {len(rows)} {name} questions to {out}", highlight=False)
+
+
+ModeChoice = Enum("ModeChoice", {name: name for name in ("request", "inline")}, type=str)
+
+
+@data_app.command("demonstrations")
+def data_demonstrations(
+    data: Annotated[list[Path], typer.Argument(help="JSONL files of big-value or big-value-steps rows (their metadata.steps), e.g. train splits.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL traces to write, for a recipe's traces.file or traces.demonstrations.")],
+    mode: Annotated[ModeChoice, typer.Option("--mode", help="request: one request per step; inline: one program per step.")] = ModeChoice.request,
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Only the first N rows of each file.")] = None,
+) -> None:
+    """Write cold-start demonstrations from generated rows' worked steps, each result as a right program prints it."""
+    from training.data import load_source, write_jsonl
+    from training.demonstrations import demonstration
+
+    try:
+        rows = [row for path in data for row in load_source(path).rows[:n]]
+        traces = [demonstration(row, mode.value) for row in rows]
+        write_jsonl(traces, out)
+    except DuetError as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot write {out}: {error.strerror}; choose a writable path")
+    console.print(f"wrote {len(traces)} {mode.value}-mode demonstrations to {out}", highlight=False)
 
 
 AnswerFormatChoice = Enum("AnswerFormatChoice", {name: name for name in ("auto", "gsm8k", "boxed", "raw")}, type=str)
@@ -474,6 +504,27 @@ def eval_compare(first: Path, second: Path) -> None:
         sys.stdout.write(compare_table(first, second) + "\n")
     except DuetError as error:
         fail(str(error))
+
+
+@app.command("curves")
+def curves(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (a recipe's output_dir, holding metrics.jsonl), or metrics.jsonl files.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
+    label: Annotated[Optional[list[str]], typer.Option("--label", help="A name per run, in order (default: the folder's name).")] = None,
+) -> None:
+    """Draw several runs' training curves on shared panels (two recipes, or the request and inline modes)."""
+    from training.run_log import CURVES, TOOL_CURVES, plot_runs, read_history
+
+    if label and len(label) != len(runs):
+        fail(f"{len(label)} --label for {len(runs)} runs; give one per run, or none")
+    try:
+        histories = {name: read_history(run) for name, run in zip(label or [run.name if run.is_dir() else run.parent.name for run in runs], runs)}
+        plot_runs(histories, out, CURVES + TOOL_CURVES)
+    except DuetError as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot write {out}: {error.strerror}; choose a writable path")
+    console.print(f"drew {len(histories)} runs to {out}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.errors import DuetError
-from training import big_value, tool_questions
+from training import big_value, big_value_steps, tool_questions
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 EXPECTED = {".jsonl": "one JSON object per line", ".json": "a JSON list of objects, or one object per line",
@@ -31,7 +31,8 @@ REASONING_GYM = {
     "knights-knaves": "knights_knaves",
     "countdown": "countdown",
 }
-GENERATORS = ["big-value", *tool_questions.KINDS, *REASONING_GYM]
+GENERATORS = ["big-value", "big-value-steps", *tool_questions.KINDS, *REASONING_GYM]
+SPLIT_GENERATORS = {"big-value": big_value.generate, "big-value-steps": big_value_steps.generate}
 
 
 class FieldMap(BaseModel):
@@ -339,9 +340,11 @@ def last_boxed(solution: str) -> str | None:
     return None
 
 
-def generate(name: str, n: int, seed: int) -> list[dict]:
-    if name == "big-value":
-        return big_value.generate(n, seed)
+def generate(name: str, n: int, seed: int, split: str | None = None) -> list[dict]:
+    if name in SPLIT_GENERATORS:
+        return SPLIT_GENERATORS[name](n, seed, split)
+    if split is not None:
+        raise DuetError(f"--split applies to {' and '.join(SPLIT_GENERATORS)}; {name} takes only --seed (another seed is another sample)")
     if name in tool_questions.KINDS:
         return tool_questions.generate(name, n, seed)
     if name not in REASONING_GYM:
