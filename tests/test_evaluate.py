@@ -13,7 +13,9 @@ from tests.scripted import ScriptedBackend
 from training.data import write_jsonl
 from training.difficulty import filter_and_order, graph_answerer, measure_pass_rates
 from training.answers import Verdict
-from training.evaluate import EvalConfig, Record, compare_table, evaluate, markdown_table, read_records, reproduce_command, summarize, write_report
+from training.evaluate import (
+    EvalConfig, Record, compare_table, evaluate, markdown_table, read_records, reproduce_command, summarize, templates_table, write_report,
+)
 
 
 def record(**fields) -> Record:
@@ -37,9 +39,20 @@ def test_metrics_from_hand_made_records():
     assert coder.requests_per_question == 1.0
     assert coder.executor_error_rate == pytest.approx(3 / 6)
     assert coder.recovery_rate == 0.5
+    assert coder.right_after_failure == 0.5  # ids 3 (right) and 4 (wrong) had a failed program
     assert coder.tokens_per_question == 150 and coder.seconds_per_question == 2.0
     assert alone.recovery_rate is None and alone.executor_error_rate == 0.0
     assert "| d | coder | 4 | 50.0% | 50.0% | 75.0% | 0.0% |" in markdown_table(summarize(records))
+
+
+def test_accuracy_by_template_counts_right_answers_per_generator_template():
+    records = [record(id="1", template="product"), record(id="2", template="product", correct=False), record(id="3", template="sell_some"),
+               record(id="4"), record(id="1", mode="alone", template="product", correct=False)]
+    alone, coder = summarize(records)
+    assert coder.by_template == {"product": (1, 2), "sell_some": (1, 1)} and alone.by_template == {"product": (0, 1)}
+    table = templates_table([alone, coder])
+    assert "| product | 0 of 1 | 1 of 2 |" in table and "| sell_some |  | 1 of 1 |" in table
+    assert templates_table(summarize([record()])) == ""  # rows without a template: no section
 
 
 class ScriptedTeam:
@@ -167,6 +180,8 @@ def test_a_record_is_read_off_a_hand_made_run():
     made = record_of("set", row, "coder", state, 1.5, Verdict(correct=True))
     assert (made.correct, made.requests, made.attempts, made.executions, made.failed_executions) == (True, 3, 6, 5, 4)
     assert (made.calls_with_failure, made.calls_recovered, made.tokens) == (2, 1, 4)
+    assert made.template is None
+    assert record_of("set", {**row, "metadata": {"template": "product"}}, "coder", state, 1.5, Verdict(correct=True)).template == "product"
 
 
 async def test_a_resume_with_other_settings_is_refused(tokenizer, tmp_path):

@@ -274,3 +274,36 @@ def test_curves_are_smoothed_over_faint_points_with_no_empty_kl_panel():
     with_kl = curves_figure([{**row, "kl": 0.01} for row in history])
     assert "KL to reference" in [axis.get_title() for axis in with_kl.axes]
     plt.close(with_kl)
+
+
+def test_several_runs_share_panels_one_colour_each(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from training.run_log import read_history, runs_figure
+
+    request = [{"step": n + 1, "accuracy": 0.5, "asked_rate": 1.0} for n in range(5)]
+    inline = [{"step": n + 1, "accuracy": 0.2, "tool_choice_rate": None} for n in range(3)]
+    figure = runs_figure({"request": request, "inline": inline})
+    assert [axis.get_title() for axis in figure.axes] == ["accuracy", "share with a request"]
+    accuracy = figure.axes[0]
+    smooth = [line for line in accuracy.lines if line.get_label() in ("request", "inline")]
+    assert [line.get_label() for line in smooth] == ["request", "inline"] and smooth[0].get_color() != smooth[1].get_color()
+    assert list(smooth[1].get_xdata()) == [1, 2, 3]
+    plt.close(figure)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "accuracy": 0.1}\n{"step": 2, "acc\n{"step": 3, "accuracy": 0.3}\n')
+    assert [row["step"] for row in read_history(tmp_path)] == [1, 3]  # a line cut by a killed run is skipped
+
+
+def test_curves_cli_draws_runs_and_names_what_is_missing(tmp_path):
+    from tests.test_cli import duet
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text('{"step": 1, "accuracy": 0.1, "reward": 0.2}\n')
+    made = duet("curves", str(tmp_path / "a"), str(tmp_path / "b"), "--label", "request", "--label", "inline", "--out", str(tmp_path / "c.png"))
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    missing = duet("curves", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d.png"))
+    assert missing.returncode == 1 and "cannot read" in missing.stderr and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+    labels = duet("curves", str(tmp_path / "a"), "--label", "x", "--label", "y", "--out", str(tmp_path / "d.png"))
+    assert labels.returncode == 1 and "2 --label for 1 runs" in labels.stderr

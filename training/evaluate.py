@@ -67,6 +67,7 @@ class Record(BaseModel):
     call_errors: list[bool] = Field(default_factory=list, description="whether each call's result was an error")
     unknown_tool_names: int = Field(0, description="calls that named a tool the registry does not hold (routed by description)")
     expected_tool: str | None = Field(None, description="the tool the row names (metadata.tool)")
+    template: str | None = Field(None, description="the generator's template of the row (metadata.template)")
 
 
 def record_of(dataset: str, row: dict, mode: Mode, state: AgentState, seconds: float, verdict: Verdict) -> Record:
@@ -82,8 +83,13 @@ def record_of(dataset: str, row: dict, mode: Mode, state: AgentState, seconds: f
         tokens=state.trajectory.count("requester", "inserted"), seconds=round(seconds, 3),
         call_tools=[call.tool for call in state.calls], call_errors=[call.error is not None for call in state.calls],
         unknown_tool_names=sum(c.asked_tool is not None and c.asked_tool.lower() != c.tool.lower() for c in state.calls),
-        expected_tool=(row.get("metadata") or {}).get("tool"),
+        expected_tool=(row.get("metadata") or {}).get("tool"), template=_template_of(row),
     )
+
+
+def _template_of(row: dict) -> str | None:
+    template = (row.get("metadata") or {}).get("template")
+    return template if isinstance(template, str) else None
 
 
 class Summary(BaseModel):
@@ -98,12 +104,15 @@ class Summary(BaseModel):
     requests_per_question: float
     executor_error_rate: float = Field(description="failed executions / executions")
     recovery_rate: float | None = Field(description="calls whose failed program was repaired / calls with a failure")
+    right_after_failure: float | None = Field(None, description="runs answered right despite a failed program / runs with a failed program "
+                                                                "(the inline mode's recovery: a new program after an error)")
     tokens_per_question: float
     seconds_per_question: float
     tool_choice_rate: float | None = Field(None, description="runs whose every call went to the row's tool / runs that asked, on rows naming a tool")
     calls_by_tool: dict[str, float] = Field(default_factory=dict, description="calls per question, by tool")
     tool_error_rates: dict[str, float] = Field(default_factory=dict, description="calls answered with an error / calls, by tool")
     unknown_tool_rate: float = Field(0.0, description="calls that named a tool the registry does not hold / calls")
+    by_template: dict[str, tuple[int, int]] = Field(default_factory=dict, description="right answers and questions, by the rows' generator template")
 
 
 def summarize(records: list[Record]) -> list[Summary]:
@@ -115,6 +124,7 @@ def summarize(records: list[Record]) -> list[Summary]:
         n = len(group)
         executions = sum(r.executions for r in group)
         troubled = sum(r.calls_with_failure for r in group)
+        failed = [r for r in group if r.failed_executions]
         summaries.append(Summary(
             dataset=dataset, mode=mode, questions=n,
             accuracy=sum(r.correct for r in group) / n,
@@ -125,11 +135,18 @@ def summarize(records: list[Record]) -> list[Summary]:
             requests_per_question=sum(r.requests for r in group) / n,
             executor_error_rate=sum(r.failed_executions for r in group) / executions if executions else 0.0,
             recovery_rate=sum(r.calls_recovered for r in group) / troubled if troubled else None,
+            right_after_failure=sum(r.correct for r in failed) / len(failed) if failed else None,
             tokens_per_question=sum(r.tokens for r in group) / n,
             seconds_per_question=sum(r.seconds for r in group) / n,
+            by_template=by_template(group),
             **tool_use(group),
         ))
     return summaries
+
+
+def by_template(group: list[Record]) -> dict[str, tuple[int, int]]:
+    templates = sorted({r.template for r in group if r.template})
+    return {t: (sum(r.correct for r in group if r.template == t), sum(r.template == t for r in group)) for t in templates}
 
 
 def tool_use(group: list[Record]) -> dict:
@@ -327,7 +344,7 @@ def write_report(summaries: list[Summary], out: Path, command: str, agent: Agent
     ran_under = "" if limits is None else (
         f"Limits: at most {limits['max_calls']} requests and {limits['max_total_tokens']} tokens per question (the requester's and the "
         f"results', prompt excluded), {limits['max_segment_tokens']} tokens per requester segment.\n\n")
-    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\n{ran_under}Modes:\n{notes}\n", markdown_table(summaries), "", tools_table(summaries), images, ""]
+    lines = [f"# Evaluation\n\nReproduce with:\n\n    {command}\n\n{ran_under}Modes:\n{notes}\n", markdown_table(summaries), "", tools_table(summaries), templates_table(summaries), images, ""]
     (out / "report.md").write_text("\n".join(lines))
     for field, label, top in charts:
         plot_metric(summaries, field, label, top, out / f"{field}.png")
@@ -336,7 +353,7 @@ def write_report(summaries: list[Summary], out: Path, command: str, agent: Agent
 COLUMNS = [
     ("dataset", "dataset", str), ("mode", "mode", str), ("n", "questions", str), ("accuracy", "accuracy", "{:.1%}"),
     ("format", "format_rate", "{:.1%}"), ("answered", "answered_rate", "{:.1%}"), ("errors", "error_rate", "{:.1%}"), ("asked", "asked_rate", "{:.1%}"), ("requests/q", "requests_per_question", "{:.2f}"),
-    ("exec errors", "executor_error_rate", "{:.1%}"), ("recovered", "recovery_rate", "{:.1%}"),
+    ("exec errors", "executor_error_rate", "{:.1%}"), ("recovered", "recovery_rate", "{:.1%}"), ("right after a failure", "right_after_failure", "{:.1%}"),
     ("tokens/q", "tokens_per_question", "{:.0f}"), ("s/q", "seconds_per_question", "{:.1f}"),
 ]
 
@@ -366,6 +383,19 @@ def tools_table(summaries: list[Summary]) -> str:
         cells = [f"{s.calls_by_tool[t]:.2f} ({s.tool_error_rates[t]:.0%})" if t in s.calls_by_tool else "0" for t in tools]
         rows.append(f"| {s.dataset} | {s.mode} | {chose} | {s.unknown_tool_rate:.1%} | " + " | ".join(cells) + " |")
     return "\n".join(["## Tools\n", header, rule, *rows, ""])
+
+
+def templates_table(summaries: list[Summary]) -> str:
+    """Right answers out of questions per generator template (big-value's, for instance), one column per dataset and
+    mode; empty when no row names a template."""
+    shown = [s for s in summaries if s.by_template]
+    if not shown:
+        return ""
+    templates = sorted({t for s in shown for t in s.by_template})
+    header = "| template | " + " | ".join(f"{s.dataset} ({s.mode})" for s in shown) + " |"
+    rule = "|" + "---|" * (1 + len(shown))
+    rows = ["| " + t + " | " + " | ".join("{} of {}".format(*s.by_template[t]) if t in s.by_template else "" for s in shown) + " |" for t in templates]
+    return "\n".join(["## By template\n", header, rule, *rows, ""])
 
 
 def plot_metric(summaries: list[Summary], field: str, label: str, top: float | None, path: Path) -> None:

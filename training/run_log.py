@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from agents.errors import DuetError
 from training.evaluate import summarize
 from training.progress import Progress
 
@@ -201,6 +202,70 @@ def plot_curves(history: list[dict], path: Path, evaluations: list[dict] | None 
     figure.savefig(partial, dpi=100)
     plt.close(figure)
     partial.replace(path)
+
+
+def runs_figure(runs: dict[str, list[dict]], curves: list[tuple[str, str]] = CURVES, smoothing: float = SMOOTHING):
+    """Several runs' curves on shared panels, one colour per run (its smoothed line over faint points), so two
+    recipes or two modes are read against each other; a metric no run logged gets no panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
+        return [row["step"] for row in history], [row[key] if isinstance(row.get(key), (int, float)) and math.isfinite(row[key]) else math.nan for row in history]
+
+    panels = [(key, label) for key, label in curves if any(not math.isnan(v) for history in runs.values() for v in series(history, key)[1])]
+    columns = min(3, max(1, len(panels)))
+    figure, axes = plt.subplots(max(1, math.ceil(len(panels) / columns)), columns, figsize=(4 * columns, 3 * math.ceil(max(1, len(panels)) / columns) + 0.4), squeeze=False)
+    for axis, (key, label) in zip(axes.flat, panels):
+        for index, (name, history) in enumerate(runs.items()):
+            steps, values = series(history, key)
+            axis.plot(steps, values, color=f"C{index}", alpha=0.2, linewidth=0.8, marker=".", markersize=3)
+            axis.plot(steps, smoothed(values, smoothing), color=f"C{index}", linewidth=2, label=name)
+        axis.set_title(label)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(panels):]:
+        figure.delaxes(axis)
+    handles = {}
+    for axis in figure.axes:
+        for handle, name in zip(*axis.get_legend_handles_labels()):
+            handles.setdefault(name, handle)
+    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=max(1, len(handles)), fontsize="small", frameon=False)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    return figure
+
+
+def plot_runs(runs: dict[str, list[dict]], path: Path, curves: list[tuple[str, str]] = CURVES) -> None:
+    import matplotlib.pyplot as plt
+
+    figure = runs_figure(runs, curves)
+    partial = path.with_suffix(".partial.png")
+    figure.savefig(partial, dpi=100)
+    plt.close(figure)
+    partial.replace(path)
+
+
+def read_history(run: Path) -> list[dict]:
+    """A run's logged steps: `run` is its folder (metrics.jsonl inside) or the file itself. Unreadable lines are skipped
+    (a run killed while writing one); a missing or stepless file is a DuetError that says what to give."""
+    path = run / "metrics.jsonl" if run.is_dir() else run
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise DuetError(f"cannot read {path}: {error.strerror}; give a run folder (a recipe's output_dir) or its metrics.jsonl") from error
+    history = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            history.append(row)
+    if not history:
+        raise DuetError(f"{path} holds no logged steps; give the metrics.jsonl of a run that logged at least one step")
+    return history
 
 
 def _cut_after(path: Path, step: int) -> list[dict]:
