@@ -19,7 +19,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from agents.errors import DuetError
-from agents.protocol import Mode
+from agents.protocol import MODES, Mode
 from agents.sandbox import SandboxLimits
 from graph.config import RunLimits
 
@@ -273,7 +273,7 @@ def data_make(
     console.print(f"wrote {len(rows)} {name} questions to {out}", highlight=False)
 
 
-ModeChoice = Enum("ModeChoice", {name: name for name in ("request", "inline")}, type=str)
+ModeChoice = Enum("ModeChoice", {name: name for name in MODES}, type=str)
 
 
 @data_app.command("demonstrations")

@@ -177,11 +177,7 @@ def curves_figure(history: list[dict], evaluations: list[dict] | None = None, mi
     for axis in list(axes.flat)[len(panels):]:
         figure.delaxes(axis)
     if panels:
-        handles = {}
-        for axis in figure.axes:
-            for handle, name in zip(*axis.get_legend_handles_labels()):
-                handles.setdefault(name, handle)
-        figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize="small", frameon=False)
+        _shared_legend(figure)
     else:
         axes.flat[0].text(0.5, 0.5, "no steps logged yet", ha="center", va="center")
         axes.flat[0].set_axis_off()
@@ -195,13 +191,7 @@ def curves_figure(history: list[dict], evaluations: list[dict] | None = None, mi
 def plot_curves(history: list[dict], path: Path, evaluations: list[dict] | None = None, missing: dict[str, str] | None = None,
                 curves: list[tuple[str, str]] = CURVES) -> None:
     """curves_figure, written to `path` (under a temporary name first, so a reader never sees half an image)."""
-    import matplotlib.pyplot as plt
-
-    figure = curves_figure(history, evaluations, missing, curves=curves)
-    partial = path.with_suffix(".partial.png")
-    figure.savefig(partial, dpi=100)
-    plt.close(figure)
-    partial.replace(path)
+    _save(curves_figure(history, evaluations, missing, curves=curves), path)
 
 
 def runs_figure(runs: dict[str, list[dict]], curves: list[tuple[str, str]] = CURVES, smoothing: float = SMOOTHING):
@@ -228,19 +218,28 @@ def runs_figure(runs: dict[str, list[dict]], curves: list[tuple[str, str]] = CUR
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(panels):]:
         figure.delaxes(axis)
-    handles = {}
-    for axis in figure.axes:
-        for handle, name in zip(*axis.get_legend_handles_labels()):
-            handles.setdefault(name, handle)
-    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=max(1, len(handles)), fontsize="small", frameon=False)
+    _shared_legend(figure)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     return figure
 
 
 def plot_runs(runs: dict[str, list[dict]], path: Path, curves: list[tuple[str, str]] = CURVES) -> None:
+    _save(runs_figure(runs, curves), path)
+
+
+def _shared_legend(figure) -> None:
+    """One legend under the panels, each label once."""
+    handles = {}
+    for axis in figure.axes:
+        for handle, name in zip(*axis.get_legend_handles_labels()):
+            handles.setdefault(name, handle)
+    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=max(1, len(handles)), fontsize="small", frameon=False)
+
+
+def _save(figure, path: Path) -> None:
+    """Written under a temporary name first, so a reader never sees half an image."""
     import matplotlib.pyplot as plt
 
-    figure = runs_figure(runs, curves)
     partial = path.with_suffix(".partial.png")
     figure.savefig(partial, dpi=100)
     plt.close(figure)
