@@ -132,6 +132,26 @@ def run_vllm(args, batches: dict[str, list[list[int]]]) -> dict:
     return {name: timed(batch) for name, batch in batches.items()}
 
 
+def floor_line(weights: Path, rows: int) -> str:
+    """The physical floor of decoding on a GPU: each step reads every weight once, at the bandwidth a device-to-device
+    copy reaches here (measured, not the datasheet's), so at most `rows` tokens per that time."""
+    import torch
+
+    size = sum(path.stat().st_size for path in Path(weights).glob("*.safetensors"))
+    buffer = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+    copy = torch.empty_like(buffer)
+    copy.copy_(buffer)
+    torch.cuda.synchronize()
+    began = time.perf_counter()
+    for _ in range(20):
+        copy.copy_(buffer)
+    torch.cuda.synchronize()
+    bandwidth = 20 * 2 * buffer.numel() / (time.perf_counter() - began)
+    step = size / bandwidth
+    return (f"floor: {size / 1e9:.2f} GB of weights read once per step at {bandwidth / 1e12:.2f} TB/s (measured copy) = {step * 1e3:.2f} ms a step, "
+            f"{rows / step:,.0f} tokens/s at {rows} rows (KV reads and the sampler left out)")
+
+
 def vllm_python() -> str | None:
     candidate = os.environ.get("DUET_VLLM_PYTHON") or str(REPO / ".venv-vllm" / "bin" / "python")
     return candidate if Path(candidate).is_file() else None
@@ -190,6 +210,8 @@ def main() -> None:
             continue
         figures = json.loads(line[len("RESULT "):])
         print(f"{names[engine]:24}" + "".join(f"{figures[name][0] / figures[name][1]:>13.1f} ({figures[name][0]:>5})" for name in WORKLOADS), flush=True)
+    if args.device == "cuda":
+        print(floor_line(weights, rows=32))
 
 if __name__ == "__main__":
     main()
