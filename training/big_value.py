@@ -123,7 +123,7 @@ TEMPLATES = [
         "two_legs",
         "A ship sails {a} meters, then {b} meters, then {c} meters. How many meters does it sail in total?",
         lambda rng: {"a": big(rng), "b": big(rng), "c": big(rng)},
-        lambda v: chain(add(v["a"], v["b"]), (add, v["c"])),
+        lambda v: [add(v["a"], v["b"], v["c"])],
     ),
     Template(
         "remaining_after_two",

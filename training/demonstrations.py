@@ -13,19 +13,11 @@ from training.worked_steps import render, steps_of
 WHAT = {"add": "the sum", "subtract": "the difference", "multiply": "the product", "divide": "the quotient"}
 
 
-def plan(steps) -> str:
-    """The whole solution named before the first step ("I need the sum, then the difference."): a model shown only
-    "I need the sum." before each call learned to go on after a one-step question's result (two-step rows follow
-    the same opening), so the number of steps is decided while the question is read, not after a result."""
-    return f"I need {', then '.join(WHAT[step.operation] for step in steps)}."
-
-
 def demonstration(row: dict, mode: str) -> dict:
     """{"question", "response"}, the trace format `traces.demonstrations` reads; `mode` is request or inline."""
-    steps = steps_of(row)
     parts = []
-    for index, step in enumerate(steps):
-        lead = plan(steps) if index == 0 else f"Now {WHAT[step.operation]}."
+    for index, step in enumerate(steps_of(row)):
+        lead = "I need" if index == 0 else "Now I need"
         call = f"<request>{step.request()}</request>" if mode == "request" else f"<code>\n```python\n{step.program()}\n```\n</code>"
-        parts.append(f"{lead}\n{call}\n<result>\n{render(step.value)}\n</result>\n")
+        parts.append(f"{lead} {WHAT[step.operation]}.\n{call}\n<result>\n{render(step.value)}\n</result>\n")
     return {"question": row["question"], "response": "".join(parts) + f"The answer is \\boxed{{{row['answer']}}}.", "id": row.get("id")}
