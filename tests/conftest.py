@@ -22,15 +22,11 @@ def embedded_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir() -> Path:
+def tokenizer_dir(request) -> Path:
     """The embedded model's tokenizer, for the tiny models. DUET_TEST_TOKENIZER names a folder holding only it, for a
     GPU machine that cannot carry the model itself (bench/gpu_check.sh)."""
     carried = os.environ.get("DUET_TEST_TOKENIZER")
-    if carried:
-        return Path(carried)
-    from agents.models import embedded_model_dir
-
-    return embedded_model_dir()
+    return Path(carried) if carried else request.getfixturevalue("embedded_dir")
 
 
 def build_tiny_model(source: Path, target: Path, seed: int, hidden: int) -> Path:
