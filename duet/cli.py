@@ -250,27 +250,35 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("make")
 def data_make(
-    name: Annotated[str, typer.Argument(help="big-value, big-value-steps, tools, unseen-tools, gsm-symbolic, arithmetic, knights-knaves or countdown.")],
+    name: Annotated[str, typer.Argument(help="big-value, big-value-steps, big-value-words, tools, unseen-tools, gsm-symbolic, arithmetic, knights-knaves or countdown.")],
     out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of questions.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same questions.")] = 0,
     split: Annotated[
         Optional[str],
-        typer.Option("--split", help="big-value and big-value-steps: train, validation or test, each from its own random stream; big-value's "
+        typer.Option("--split", help="big-value, big-value-steps and big-value-words: train, validation or test, each from its own random stream; big-value's "
                                      "held-out split asks only the two templates the others never use. Unset: every template, from the seed alone."),
     ] = None,
 ) -> None:
     """Generate a dataset offline, seeded and reproducible, as JSONL (id, question, answer, source, metadata)."""
-    from training.data import generate, write_jsonl
+    from training.data import generate
+
+    rows = written(lambda: generate(name, n, seed, split), out)
+    console.print(f"wrote {len(rows)} {name} questions to {out}", highlight=False)
+
+
+def written(make, out: Path) -> list[dict]:
+    """The rows `make()` returns, written to `out`; bad input or an unwritable path is a one-line error."""
+    from training.data import write_jsonl
 
     try:
-        rows = generate(name, n, seed, split)
+        rows = make()
         write_jsonl(rows, out)
     except DuetError as error:
         fail(str(error))
     except OSError as error:
         fail(f"cannot write {out}: {error.strerror}; choose a writable path")
-    console.print(f"wrote {len(rows)} {name} questions to {out}", highlight=False)
+    return rows
 
 
 ModeChoice = Enum("ModeChoice", {name: name for name in MODES}, type=str)
@@ -278,24 +286,31 @@ ModeChoice = Enum("ModeChoice", {name: name for name in MODES}, type=str)
 
 @data_app.command("demonstrations")
 def data_demonstrations(
-    data: Annotated[list[Path], typer.Argument(help="JSONL files of big-value or big-value-steps rows (their metadata.steps), e.g. train splits.")],
+    data: Annotated[list[Path], typer.Argument(help="JSONL files of big-value, big-value-steps or big-value-words rows (their metadata.steps), e.g. train splits.")],
     out: Annotated[Path, typer.Option("--out", help="JSONL traces to write, for a recipe's traces.file or traces.demonstrations.")],
     mode: Annotated[ModeChoice, typer.Option("--mode", help="request: one request per step; inline: one program per step.")] = ModeChoice.request,
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Only the first N rows of each file.")] = None,
 ) -> None:
     """Write cold-start demonstrations from generated rows' worked steps, each result as a right program prints it."""
-    from training.data import load_source, write_jsonl
+    from training.data import load_source
     from training.demonstrations import demonstration
 
-    try:
-        rows = [row for path in data for row in load_source(path).rows[:n]]
-        traces = [demonstration(row, mode.value) for row in rows]
-        write_jsonl(traces, out)
-    except DuetError as error:
-        fail(str(error))
-    except OSError as error:
-        fail(f"cannot write {out}: {error.strerror}; choose a writable path")
+    traces = written(lambda: [demonstration(row, mode.value) for path in data for row in load_source(path).rows[:n]], out)
     console.print(f"wrote {len(traces)} {mode.value}-mode demonstrations to {out}", highlight=False)
+
+
+@data_app.command("coder-pairs")
+def data_coder_pairs(
+    data: Annotated[list[Path], typer.Argument(help="JSONL files of big-value, big-value-steps or big-value-words rows (their metadata.steps), e.g. train splits.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL pairs to write, for a coder recipe's traces.file (role: coder).")],
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Only the first N rows of each file.")] = None,
+) -> None:
+    """Write a coder's training pairs from generated rows' worked steps: each step's request and its exact program."""
+    from training.data import load_source
+    from training.demonstrations import coder_pairs
+
+    pairs = written(lambda: [pair for path in data for row in load_source(path).rows[:n] for pair in coder_pairs(row)], out)
+    console.print(f"wrote {len(pairs)} request -> program pairs to {out}", highlight=False)
 
 
 AnswerFormatChoice = Enum("AnswerFormatChoice", {name: name for name in ("auto", "gsm8k", "boxed", "raw")}, type=str)
@@ -385,9 +400,10 @@ def set_option(example: str):
     return typer.Option("--set", help=f"Override a recipe key: --set {example} (repeatable).")
 
 
-def run_recipe(config_cls, config: Path, overrides: list[str] | None, mode: str | None, run, made: str) -> None:
+def run_recipe(config_cls, config: Path, overrides: list[str] | None, mode: str | None, run, made) -> None:
     """Shared by train and sft: load the YAML recipe with its --set overrides (--mode is agent.requester.mode), warn
-    about a weak sandbox, run, and turn every user-facing failure into one line."""
+    about a weak sandbox, run, and turn every user-facing failure into one line. `made(settings, checkpoint)` says
+    what was made and how to use it."""
     from duet.configfile import load_config, parse_overrides
     from training.preflight import check_recipe
 
@@ -405,7 +421,7 @@ def run_recipe(config_cls, config: Path, overrides: list[str] | None, mode: str 
     except KeyboardInterrupt:
         typer.echo("interrupted; a GRPO run continues with --resume from its last checkpoint", err=True)
         raise typer.Exit(130) from None
-    console.print(f"done; {made} is {final} (duet ask --requester {final})", highlight=False)
+    console.print(f"done; {made(settings, final)}", highlight=False)
 
 
 @app.command()
@@ -423,7 +439,7 @@ def train(
 
         return run_training(settings, resume=resume)
 
-    run_recipe(GRPORunConfig, config, overrides, mode, run, "the trained requester")
+    run_recipe(GRPORunConfig, config, overrides, mode, run, lambda _, final: f"the trained requester is {final} (duet ask --requester {final})")
 
 
 @app.command()
@@ -432,7 +448,8 @@ def sft(
     overrides: Annotated[Optional[list[str]], set_option("sft.learning_rate=2e-5")] = None,
     mode: ModeOpt = None,
 ) -> None:
-    """Cold start: supervised fine-tuning on protocol traces, with the loss on the requester's own tokens only."""
+    """Cold start: supervised fine-tuning on protocol traces, with the loss on the requester's own tokens only (role:
+    coder fine-tunes the coder on request -> program pairs)."""
     from training.config import SFTRunConfig
 
     def run(settings):
@@ -440,7 +457,12 @@ def sft(
 
         return run_sft(settings)
 
-    run_recipe(SFTRunConfig, config, overrides, mode, run, "the fine-tuned requester")
+    def made(settings, final) -> str:
+        if settings.role == "coder":
+            return f"the fine-tuned coder is {final} (duet eval --coder {final})"
+        return f"the fine-tuned requester is {final} (duet ask --requester {final})"
+
+    run_recipe(SFTRunConfig, config, overrides, mode, run, made)
 
 
 eval_app = typer.Typer(help="Evaluate on datasets with and without the coder; compare reports.")

@@ -1,12 +1,18 @@
 """Cold start: which sampled runs become traces, how a trace becomes a masked trajectory, and `duet sft` on a trace
 file producing a checkpoint that `--requester` loads with the prompt it was trained for."""
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from agents.backends.base import Backend
+from agents.coder import Coder, CoderSettings, fenced
 from agents.errors import DuetError
+from agents.protocol import extract_code
 from agents.requester import Requester, RequesterSettings
 from agents.tokenizing import encode_text, tokenizer_fingerprint
 from duet.configfile import load_config
@@ -15,7 +21,7 @@ from tests.scripted import ScriptedBackend
 from training.answers import Verdict
 from training.config import SFTRunConfig, TraceSettings
 from training.data import write_jsonl
-from training.sft import as_trace, ids_are_ours, keep_traces, read_traces, run_sft, split_response, to_trajectory
+from training.sft import as_trace, coder_example, ids_are_ours, keep_traces, read_pairs, read_traces, run_sft, split_response, to_trajectory
 
 RIGHT, WRONG = Verdict(correct=True), Verdict(correct=False, reason="different value")
 
@@ -271,3 +277,75 @@ def test_sft_on_a_file_another_tokenizer_wrote_trains_on_its_text_and_says_so(tm
     })
     assert (run_sft(config) / "model.safetensors").is_file()
     assert "tokenizing 2 traces again from their text: another tokenizer wrote their ids" in capsys.readouterr().err
+
+
+class ChattingScript(ScriptedBackend):
+    """A scripted backend that chats as real backends do: the chat's token ids through generate, where they are seen."""
+
+    chat = Backend.chat
+
+
+def test_a_coder_pair_becomes_the_coders_own_prompt_then_its_fenced_program_and_end_of_turn(tiny_backend):
+    tokenizer = tiny_backend.tokenizer
+    pair = {"request": "subtract 5849732.97 from 798040184.92", "program": "from decimal import Decimal\nprint(Decimal('798040184.92') - Decimal('5849732.97'))"}
+    example = coder_example(pair, Coder(None), tokenizer)
+    live = ChattingScript(tokenizer, [fenced(pair["program"])])
+    written = asyncio.run(Coder(live).write(pair["request"]))
+    prompt, reply = example.segments
+    assert prompt.token_ids == live.prompts[0]  # token for token what Coder.write sends
+    assert reply.token_ids[-1] == tokenizer.eos_token_id and extract_code(written) == pair["program"]
+    assert example.loss_mask == [0.0] * len(prompt.token_ids) + [1.0] * len(reply.token_ids)
+    shown = coder_example({**pair, "question": "How much is left?"}, Coder(None, CoderSettings(show_question=True)), tokenizer)
+    assert "How much is left?" in tokenizer.decode(shown.segments[0].token_ids)  # trained for the coder settings it will run under
+
+
+def test_a_coder_cold_start_trains_the_coder_that_eval_then_loads(tmp_path, tiny_dir):
+    from agents.models import trained_settings
+    from graph.build import Team
+
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl([{"request": f"add {n} and {n}", "program": f"print({n} + {n})"} for n in range(4)], pairs)
+    data = tmp_path / "questions.jsonl"
+    write_jsonl([{"id": "x", "question": "What is 1 + 1?", "answer": "2"}], data)
+    settings = {
+        "role": "coder", "model": {"requester": "not a model", "coder": str(tiny_dir)}, "data": {"train": [str(data)]},
+        "traces": {"file": str(pairs)},
+        "sft": {"output_dir": str(tmp_path / "sft"), "learning_rate": 0.01, "num_train_epochs": 6, "per_device_train_batch_size": 2,
+                "lr_scheduler_type": "constant", "report_to": ["none"]},
+    }
+    checkpoint = run_sft(load_config(SFTRunConfig, None, settings))
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 12 and losses[-1] < losses[0] / 2, losses
+    assert trained_settings(str(checkpoint)) == {}  # nothing a requester would take as its own settings
+    team = Team(str(tiny_dir), str(checkpoint))
+    trained, untrained = load_file(checkpoint / "model.safetensors"), load_file(tiny_dir / "model.safetensors")
+    loaded = team.coder.backend.model.state_dict()
+    changed = [key for key in trained if not torch.equal(trained[key], untrained[key])]
+    assert changed and all(torch.equal(loaded[key].cpu(), trained[key]) for key in changed)  # the coder runs the trained weights
+    assert not torch.equal(team.requester.backend.model.state_dict()[changed[0]].cpu(), trained[changed[0]])  # and only the coder
+
+
+@pytest.mark.parametrize("traces", [{}, {"file": "pairs.jsonl", "demonstrations": "demos.jsonl"}])
+def test_a_coder_cold_start_needs_a_pair_file_and_nothing_else(tmp_path, traces):
+    for name in ("x.jsonl", "pairs.jsonl", "demos.jsonl"):
+        (tmp_path / name).write_text("")
+    settings = {"role": "coder", "data": {"train": [str(tmp_path / "x.jsonl")]}, "sft": {"output_dir": str(tmp_path / "out")},
+                "traces": {key: str(tmp_path / name) for key, name in traces.items()}}
+    with pytest.raises(DuetError, match="role coder trains on traces.file alone"):
+        load_config(SFTRunConfig, None, settings)
+
+
+@pytest.mark.parametrize("row", [{"request": "add 1 and 2"}, {"request": "", "program": "print(3)"}, {"request": "add 1 and 2", "program": 3}, [1, 2]])
+def test_malformed_coder_pairs_are_one_line_errors(tmp_path, row):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"request": "add 1 and 2", "program": "print(3)"}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(DuetError, match="line 2"):
+        read_pairs(pairs)
+
+
+def test_a_served_coder_cannot_be_fine_tuned_and_the_error_names_the_coder():
+    from training.config import ModelSettings
+    from training.policy import Policy
+
+    with pytest.raises(DuetError, match="model.coder 'openai:http://localhost:9/v1#m': training updates the coder's weights"):
+        Policy(ModelSettings(coder="openai:http://localhost:9/v1#m"), torch.device("cpu"), role="coder")

@@ -2,6 +2,7 @@
 answers, and cold-start demonstrations written from the rows' own worked steps."""
 
 import json
+import re
 import subprocess
 import sys
 from decimal import Decimal, localcontext
@@ -13,9 +14,9 @@ import pytest
 from agents.errors import DuetError
 from agents.protocol import parse_requester_segment
 from tests.test_cli import duet
-from training import big_value, big_value_steps
+from training import big_value, big_value_steps, big_value_words
 from training.data import generate
-from training.demonstrations import demonstration
+from training.demonstrations import coder_pairs, demonstration
 from training.sft import split_response
 from training.worked_steps import Step, steps_of
 
@@ -50,7 +51,7 @@ def test_held_out_templates_never_appear_outside_their_split():
     assert {row["metadata"]["template"] for row in big_value.generate(200, 1, "held-out")} == set(big_value.HELD_OUT)
 
 
-@pytest.mark.parametrize("generator", [big_value.generate, big_value_steps.generate])
+@pytest.mark.parametrize("generator", [big_value.generate, big_value_steps.generate, big_value_words.generate])
 def test_splits_are_seeded_and_share_no_question(generator):
     splits = {split: generator(300, 1, split) for split in ("train", "validation", "test")}
     assert generator(300, 1, "train") == splits["train"]
@@ -65,7 +66,7 @@ def test_splits_are_seeded_and_share_no_question(generator):
 def test_unknown_splits_and_splits_of_other_generators_are_one_line_errors():
     with pytest.raises(DuetError, match="unknown split 'held-out' for big-value-steps; choose one of: train, validation, test"):
         generate("big-value-steps", 3, 0, "held-out")
-    with pytest.raises(DuetError, match="--split applies to big-value and big-value-steps"):
+    with pytest.raises(DuetError, match="--split applies to big-value, big-value-steps, big-value-words only"):
         generate("arithmetic", 3, 0, "test")
 
 
@@ -90,6 +91,39 @@ def test_two_step_answers_are_exact_and_checked_independently(seed):
 def test_every_wording_of_every_two_step_template_is_drawn():
     drawn = {(row["metadata"]["template"], row["metadata"]["wording"]) for row in big_value_steps.generate(600, 0, "train")}
     assert drawn == {(t.name, w) for t in big_value_steps.TEMPLATES for w in range(3)}
+
+
+# The one-step wordings' answers, written apart from their steps.
+INDEPENDENT_WORDS = {
+    "words_add": lambda v: v["a"] + v["b"],
+    "words_subtract": lambda v: v["a"] - v["b"],
+    "words_multiply": lambda v: v["a"] * v["count"],
+    "words_divide": lambda v: v["total"] / v["people"],
+}
+
+
+def test_one_step_wordings_are_exact_and_every_wording_is_drawn():
+    rows = big_value_words.generate(400, 3, "train")
+    drawn = {(row["metadata"]["template"], row["metadata"]["wording"]) for row in rows}
+    assert drawn == {(t.name, w) for t in big_value_words.TEMPLATES for w in range(4)}
+    for row in rows:
+        values = {k: Decimal(v) for k, v in row["metadata"]["values"].items()}
+        expected = INDEPENDENT_WORDS[row["metadata"]["template"]](values)
+        assert Decimal(row["answer"]) == expected and expected > 0, row
+        assert all(text in row["question"] for text in row["metadata"]["values"].values()) and "{" not in row["question"]
+
+
+def _four_word_runs(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z']+|\{\w+\}", text.lower())
+    return {tuple(words[i : i + 4]) for i in range(len(words) - 3)}
+
+
+def test_the_one_step_wordings_share_no_four_words_with_a_held_out_template():
+    """So the held-out split still asks wordings training never shows, though these were written after seeing it."""
+    held_out = set().union(*(_four_word_runs(w) for t in big_value.TEMPLATES if t.name in big_value.HELD_OUT for w in t.wordings))
+    for template in big_value_words.TEMPLATES:
+        for wording in template.wordings:
+            assert not _four_word_runs(wording) & held_out, wording
 
 
 def _rows():
@@ -158,7 +192,33 @@ def test_demonstrations_cli_writes_traces_and_refuses_rows_without_steps(tmp_pat
     refused = duet("data", "demonstrations", str(other), "--out", str(tmp_path / "x.jsonl"))
     assert refused.returncode == 1 and "has no metadata.steps" in refused.stderr and "Traceback" not in refused.stderr
     split = duet("data", "make", "arithmetic", "--split", "test", "--n", "2", "--out", str(other))
-    assert split.returncode == 1 and "--split applies to big-value and big-value-steps" in split.stderr
+    assert split.returncode == 1 and "--split applies to big-value, big-value-steps, big-value-words only" in split.stderr
+
+
+def test_coder_pairs_are_the_demonstrations_requests_and_programs_that_print_their_values():
+    rows = _rows()
+    pairs = [pair for row in rows for pair in coder_pairs(row)]
+    pieces = [p for row in rows for p in split_response(demonstration(row, "request")["response"]) if p["source"] == "requester"]
+    asked = [parse_requester_segment(p["text"], "request").request for p in pieces]
+    assert [pair["request"] for pair in pairs] == [request for request in asked if request is not None]
+    assert len({pair["id"] for pair in pairs}) == len(pairs)
+    printed = subprocess.run([sys.executable, "-c", "\n".join(pair["program"] for pair in pairs)], capture_output=True, text=True, check=True)
+    assert [Fraction(line) for line in printed.stdout.splitlines()] == [step.value for row in rows for step in steps_of(row)]
+
+
+def test_coder_pairs_cli_writes_every_step_and_refuses_rows_without_steps(tmp_path):
+    steps = tmp_path / "steps.jsonl"
+    assert duet("data", "make", "big-value-steps", "--split", "train", "--n", "4", "--seed", "1", "--out", str(steps)).returncode == 0
+    out = tmp_path / "pairs.jsonl"
+    made = duet("data", "coder-pairs", str(steps), "--n", "3", "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    rows = [json.loads(line) for line in steps.read_text().splitlines()[:3]]
+    pairs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(p["question"], p["request"]) for p in pairs] == [(r["question"], s.request()) for r in rows for s in steps_of(r)]
+    other = tmp_path / "arithmetic.jsonl"
+    assert duet("data", "make", "arithmetic", "--n", "2", "--out", str(other)).returncode == 0
+    refused = duet("data", "coder-pairs", str(other), "--out", str(tmp_path / "x.jsonl"))
+    assert refused.returncode == 1 and "has no metadata.steps" in refused.stderr and "Traceback" not in refused.stderr
 
 
 @pytest.mark.parametrize("steps", [None, [], [{"operation": "power", "operands": ["2", "3"]}], [{"operation": "add", "operands": ["x"]}]])

@@ -53,12 +53,12 @@ def big(rng: Random) -> Fraction:
     return big_int(rng) if rng.random() < 0.7 else big_decimal(rng)
 
 
-def _ordered(rng: Random) -> tuple[Fraction, Fraction]:
+def ordered_pair(rng: Random) -> tuple[Fraction, Fraction]:
     first, second = big(rng), big(rng)
     return (first, second) if first >= second else (second, first)
 
 
-def _shares(rng: Random) -> dict[str, Fraction]:
+def even_shares(rng: Random) -> dict[str, Fraction]:
     """A 9-11 digit total that the number of people divides evenly."""
     people = rng.randint(3, 40)
     digits = rng.randint(9, 11)
@@ -86,7 +86,7 @@ TEMPLATES = [
     Template(
         "sell_some",
         "A warehouse holds {a} kilograms of rice. It ships out {b} kilograms. How many kilograms are left?",
-        lambda rng: dict(zip(("a", "b"), _ordered(rng))),
+        lambda rng: dict(zip(("a", "b"), ordered_pair(rng))),
         lambda v: [subtract(v["a"], v["b"])],
     ),
     Template(
@@ -104,13 +104,13 @@ TEMPLATES = [
     Template(
         "savings",
         "{name} earns {a} dollars a month and spends {b} dollars a month. How many dollars does {name} save in {months} months?",
-        lambda rng: {**dict(zip(("a", "b"), _ordered(rng))), "months": Fraction(rng.randint(2, 36))},
+        lambda rng: {**dict(zip(("a", "b"), ordered_pair(rng))), "months": Fraction(rng.randint(2, 36))},
         lambda v: chain(subtract(v["a"], v["b"]), (multiply, v["months"])),
     ),
     Template(
         "equal_shares",
         "{total} coins are shared equally among {people} people. How many coins does each person get?",
-        _shares,
+        even_shares,
         lambda v: [divide(v["total"], v["people"])],
     ),
     Template(

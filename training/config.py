@@ -171,7 +171,19 @@ class SFTSettings(TrainingArguments):
 
 class SFTRunConfig(Strict):
     model: ModelSettings = Field(default_factory=ModelSettings)
+    role: Literal["requester", "coder"] = Field(
+        "requester",
+        description="coder: train model.coder on traces.file's {request, program} pairs (duet data coder-pairs), with "
+        "the coder's own prompt, then give the checkpoint as --coder",
+    )
     data: DataSettings
     traces: TraceSettings = Field(default_factory=TraceSettings)
     sft: SFTSettings
     agent: AgentConfig = Field(default_factory=AgentConfig)
+
+    @model_validator(mode="after")
+    def _a_coder_learns_from_pairs(self) -> SFTRunConfig:
+        if self.role == "coder" and (self.traces.file is None or self.traces.demonstrations is not None):
+            raise ValueError("role coder trains on traces.file alone (pairs written by duet data coder-pairs): set traces.file "
+                             "and no traces.demonstrations; a coder's pairs are not sampled")
+        return self

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.errors import DuetError
-from training import big_value, big_value_steps, tool_questions
+from training import big_value, big_value_steps, big_value_words, tool_questions
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 EXPECTED = {".jsonl": "one JSON object per line", ".json": "a JSON list of objects, or one object per line",
@@ -31,8 +31,8 @@ REASONING_GYM = {
     "knights-knaves": "knights_knaves",
     "countdown": "countdown",
 }
-GENERATORS = ["big-value", "big-value-steps", *tool_questions.KINDS, *REASONING_GYM]
-SPLIT_GENERATORS = {"big-value": big_value.generate, "big-value-steps": big_value_steps.generate}
+GENERATORS = ["big-value", "big-value-steps", "big-value-words", *tool_questions.KINDS, *REASONING_GYM]
+SPLIT_GENERATORS = {"big-value": big_value.generate, "big-value-steps": big_value_steps.generate, "big-value-words": big_value_words.generate}
 
 
 class FieldMap(BaseModel):
@@ -344,7 +344,7 @@ def generate(name: str, n: int, seed: int, split: str | None = None) -> list[dic
     if name in SPLIT_GENERATORS:
         return SPLIT_GENERATORS[name](n, seed, split)
     if split is not None:
-        raise DuetError(f"--split applies to {' and '.join(SPLIT_GENERATORS)}; {name} takes only --seed (another seed is another sample)")
+        raise DuetError(f"--split applies to {', '.join(SPLIT_GENERATORS)} only; {name} takes only --seed (another seed is another sample)")
     if name in tool_questions.KINDS:
         return tool_questions.generate(name, n, seed)
     if name not in REASONING_GYM:

@@ -21,3 +21,10 @@ def demonstration(row: dict, mode: str) -> dict:
         call = f"<request>{step.request()}</request>" if mode == "request" else f"<code>\n```python\n{step.program()}\n```\n</code>"
         parts.append(f"{lead} {WHAT[step.operation]}.\n{call}\n<result>\n{render(step.value)}\n</result>\n")
     return {"question": row["question"], "response": "".join(parts) + f"The answer is \\boxed{{{row['answer']}}}.", "id": row.get("id")}
+
+
+def coder_pairs(row: dict) -> list[dict]:
+    """A coder's training pairs, one per worked step: the request as the demonstrations ask it, and the program that
+    prints its exact value (Decimal where a float would print 792190451.9499999, which the embedded coder writes)."""
+    return [{"id": f"{row.get('id')}/{index}", "question": row["question"], "request": step.request(), "program": step.program()}
+            for index, step in enumerate(steps_of(row))]

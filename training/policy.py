@@ -19,12 +19,14 @@ from training.config import ModelSettings
 
 
 class Policy:
-    def __init__(self, settings: ModelSettings, device: torch.device):
-        self.spec = settings.requester
-        parsed = parse_spec(settings.requester)
+    def __init__(self, settings: ModelSettings, device: torch.device, role: str = "requester"):
+        """`role` names the model of `settings` being trained: the requester, or (a coder's cold start) the coder."""
+        self.spec = getattr(settings, role)
+        parsed = parse_spec(self.spec)
         if parsed.kind not in ("default", "local", "hub", "vllm"):
-            raise DuetError(f"model.requester {settings.requester!r}: training updates the requester's weights in this process, "
-                            "so it must be default, a local folder, a hub id, or vllm:one of these (the coder may be any spec)")
+            raise DuetError(f"model.{role} {self.spec!r}: training updates the {role}'s weights in this process, "
+                            "so it must be default, a local folder, a hub id, or vllm:one of these"
+                            + (" (the coder may be any spec)" if role == "requester" else ""))
         self.rollout_engine = "vllm" if parsed.kind == "vllm" else "transformers"
         weights = resolve_weights(parsed)
         self.weights = weights

@@ -8,6 +8,9 @@ the few-shot examples, which shortens every later trajectory). Ids are only ids 
 a trace written by another tokenizer (a teacher's, another model's file) is tokenized again from its text, segment
 by segment, so the loss mask stays exact.
 
+With `role: coder` the model trained is the coder instead: on {"request", "program"} pairs (`duet data coder-pairs`),
+each as the coder's own prompt for the request followed by the program it should reply with, the reply alone trained on.
+
 Trace file rows: {"question", "segments": [{"source": "requester" | "inserted", "text", "token_ids"?}], "tokenizer"?},
 as written by `traces.save_to` (`tokenizer`, from agents.tokenizing.tokenizer_fingerprint, names the tokenizer of the
 ids; each segment's text is what it reads as, without control tokens such as the end of turn); or simply
@@ -23,10 +26,11 @@ from pathlib import Path
 
 import torch
 
+from agents.coder import Coder, fenced
 from agents.errors import DuetError
 from agents.protocol import RESULT_CLOSE, RESULT_OPEN
 from agents.requester import Requester
-from agents.tokenizing import encode_text, tokenizer_fingerprint
+from agents.tokenizing import encode_chat, encode_text, tokenizer_fingerprint
 from agents.tools.toolbox import Toolbox
 from graph.build import Team, as_trained, build_graph
 from graph.config import AgentConfig
@@ -47,44 +51,24 @@ RESULT_BLOCK = re.compile(rf"\n?{re.escape(RESULT_OPEN)}.*?{re.escape(RESULT_CLO
 
 
 def run_sft(config: SFTRunConfig) -> Path:
-    from accelerate.utils import gather_object
     from rich.console import Console
     from transformers import get_scheduler
 
     args = config.sft
     accelerator = make_accelerator(args, config.agent.backends.device)
     console = Console(stderr=True, soft_wrap=True)
-    policy = Policy(config.model, device=accelerator.device)
+    policy = Policy(config.model, device=accelerator.device, role=config.role)
     # the settings the model is trained for, once: its checkpoint's (prompt, mode, limits) where the recipe sets none;
     # traces are sampled under them and the new checkpoint remembers them
-    agent = as_trained(config.agent, policy.spec)
-
-    # ---- traces: sampled through the graph (each process its share of the questions), or read from a file; the
-    # demonstrations are read first, so a broken file stops the run before the sampling
-    demonstrations = [] if config.traces.demonstrations is None else read_traces(config.traces.demonstrations)
-    if config.traces.file is not None:
-        traces = read_traces(config.traces.file)
+    agent = as_trained(config.agent, policy.spec) if config.role == "requester" else config.agent
+    if config.role == "coder":
+        examples = [coder_example(pair, Coder(None, agent.coder), policy.tokenizer) for pair in read_pairs(config.traces.file)]
+        remembered = {}  # the requester's settings are no coder's to remember
+        if accelerator.is_main_process:
+            console.print(f"training the coder on {len(examples)} request -> program pairs", highlight=False)
     else:
-        rows = [row for path in config.data.train for row in path.load().rows]
-        mine = rows[accelerator.process_index :: accelerator.num_processes]
-        traces = [t for part in gather_object([collect_traces(config, policy, mine, agent, show=accelerator.is_main_process)]) for t in part]
-        if config.traces.save_to is not None and accelerator.is_main_process:
-            write_jsonl(traces, config.traces.save_to)
-    traces += demonstrations
-    if not traces:
-        raise DuetError("no traces to train on: no sampled run was right (and asked, with traces.require_request); "
-                        "sample more (traces.samples_per_question, temperatures), use a teacher, or give traces.file or traces.demonstrations")
-    if accelerator.is_main_process:
-        console.print(f"training on {len(traces)} traces of {len({t['question'] for t in traces})} questions", highlight=False)
-
-    # ---- the examples: the prompt the model is trained for, then each trace's own ids (its text, tokenized again,
-    # when another tokenizer wrote them)
-    prompter = Requester(policy_backend(policy, config), agent.requester, Toolbox(agent.tools).cards())
-    student = tokenizer_fingerprint(policy.tokenizer)
-    foreign = sum(ids_are_ours(trace, policy.tokenizer, student) is False for trace in traces)
-    if foreign and accelerator.is_main_process:
-        console.print(f"tokenizing {foreign} traces again from their text: another tokenizer wrote their ids", highlight=False)
-    examples = [to_trajectory(trace, prompter, policy.tokenizer, student) for trace in traces]
+        examples = requester_examples(config, policy, agent, accelerator, console)
+        remembered = agent.remembered()
     loader = torch.utils.data.DataLoader(
         examples, batch_size=args.per_device_train_batch_size, shuffle=True,
         collate_fn=lambda trajectories: TrajectoryBatch.from_trajectories(trajectories, policy.pad_id, with_logprobs=False),
@@ -131,11 +115,66 @@ def run_sft(config: SFTRunConfig) -> Path:
                     progress.update(completed=step, live=f"loss {row['loss']:.3f}  epoch {epoch + 1}")
                     if step % args.save_steps == 0 and step < total_steps:
                         save_checkpoint(accelerator, Path(args.output_dir), step, model, policy.tokenizer,
-                                        policy.checkpoint_info(agent.remembered()), {"step": step}, optimizer, scheduler, args.save_total_limit)
+                                        policy.checkpoint_info(remembered), {"step": step}, optimizer, scheduler, args.save_total_limit)
     save_checkpoint(accelerator, Path(args.output_dir), step, model, policy.tokenizer,
-                    policy.checkpoint_info(agent.remembered()), {"step": step}, optimizer, scheduler, args.save_total_limit)
+                    policy.checkpoint_info(remembered), {"step": step}, optimizer, scheduler, args.save_total_limit)
     accelerator.end_training()
     return Path(args.output_dir) / "checkpoint-latest"
+
+
+def requester_examples(config: SFTRunConfig, policy: Policy, agent: AgentConfig, accelerator, console) -> list[Trajectory]:
+    """The requester's trajectories: the traces (sampled through the graph, or read) and the demonstrations."""
+    from accelerate.utils import gather_object
+
+    # ---- traces: sampled through the graph (each process its share of the questions), or read from a file; the
+    # demonstrations are read first, so a broken file stops the run before the sampling
+    demonstrations = [] if config.traces.demonstrations is None else read_traces(config.traces.demonstrations)
+    if config.traces.file is not None:
+        traces = read_traces(config.traces.file)
+    else:
+        rows = [row for path in config.data.train for row in path.load().rows]
+        mine = rows[accelerator.process_index :: accelerator.num_processes]
+        traces = [t for part in gather_object([collect_traces(config, policy, mine, agent, show=accelerator.is_main_process)]) for t in part]
+        if config.traces.save_to is not None and accelerator.is_main_process:
+            write_jsonl(traces, config.traces.save_to)
+    traces += demonstrations
+    if not traces:
+        raise DuetError("no traces to train on: no sampled run was right (and asked, with traces.require_request); "
+                        "sample more (traces.samples_per_question, temperatures), use a teacher, or give traces.file or traces.demonstrations")
+    if accelerator.is_main_process:
+        console.print(f"training on {len(traces)} traces of {len({t['question'] for t in traces})} questions", highlight=False)
+
+    # ---- the examples: the prompt the model is trained for, then each trace's own ids (its text, tokenized again,
+    # when another tokenizer wrote them)
+    prompter = Requester(policy_backend(policy, config), agent.requester, Toolbox(agent.tools).cards())
+    student = tokenizer_fingerprint(policy.tokenizer)
+    foreign = sum(ids_are_ours(trace, policy.tokenizer, student) is False for trace in traces)
+    if foreign and accelerator.is_main_process:
+        console.print(f"tokenizing {foreign} traces again from their text: another tokenizer wrote their ids", highlight=False)
+    return [to_trajectory(trace, prompter, policy.tokenizer, student) for trace in traces]
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """A coder's training pairs: JSONL rows {"request", "program"} (and optionally the "question" they came from, for
+    coder.show_question), as `duet data coder-pairs` writes them."""
+    pairs = []
+    for number, row in enumerate(read_traces(path, check=False), 1):
+        if not all(isinstance(row.get(key), str) and row[key].strip() for key in ("request", "program")):
+            raise DuetError(f"{path} line {number}: a coder pair needs a request and a program, both text; write them with duet data coder-pairs")
+        pairs.append(row)
+    if not pairs:
+        raise DuetError(f"{path} holds no coder pairs; write them with duet data coder-pairs")
+    return pairs
+
+
+def coder_example(pair: dict, coder: Coder, tokenizer) -> Trajectory:
+    """The coder's prompt for the request, exactly as `Coder.write` sends it, then the program as the coder replies
+    (fenced, as its examples show), ending with the end of turn that stops it; only the reply is trained on."""
+    prompt = encode_chat(tokenizer, coder.messages(pair["request"], pair.get("question"), []))
+    reply = [*encode_text(tokenizer, fenced(pair["program"])), tokenizer.eos_token_id]
+    # "requester" marks the model's own, trained-on tokens (graph.state.Trajectory.loss_mask), here the coder's
+    return Trajectory(segments=[Segment(source="prompt", token_ids=prompt, text=tokenizer.decode(prompt)),
+                                Segment(source="requester", token_ids=reply, text=tokenizer.decode(reply))])
 
 
 def collect_traces(config: SFTRunConfig, policy: Policy, rows: list[dict], agent: AgentConfig, show: bool = True) -> list[dict]:
@@ -215,7 +254,8 @@ def as_trace(row: dict, state: AgentState, tokenizer=None, fingerprint: dict | N
     return trace
 
 
-def read_traces(path: Path) -> list[dict]:
+def read_traces(path: Path, check: bool = True) -> list[dict]:
+    """The JSON objects of a JSONL file; with `check`, each must be a trace (a question, and segments or a response)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as error:
@@ -228,7 +268,9 @@ def read_traces(path: Path) -> list[dict]:
             trace = json.loads(line)
         except ValueError as error:
             raise DuetError(f"{path} line {number} is not JSON; each line is one trace") from error
-        if not isinstance(trace, dict) or "question" not in trace or not ("segments" in trace or "response" in trace):
+        if not isinstance(trace, dict):
+            raise DuetError(f"{path} line {number} is not a JSON object; each line is one trace")
+        if check and ("question" not in trace or not ("segments" in trace or "response" in trace)):
             raise DuetError(f"{path} line {number}: a trace needs a question and segments (or a response)")
         traces.append(trace)
     return traces

@@ -98,7 +98,7 @@ def steps_of(row: dict) -> list[Step]:
     written = (row.get("metadata") or {}).get("steps")
     if not isinstance(written, list) or not written:
         raise DuetError(f"row {row.get('id', '?')} has no metadata.steps; demonstrations are written from the big-value generators' rows "
-                        "(duet data make big-value or big-value-steps)")
+                        "(duet data make big-value, big-value-steps or big-value-words)")
     try:
         steps = [Step(step["operation"], tuple(Fraction(x) for x in step["operands"])) for step in written]
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
