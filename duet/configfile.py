@@ -47,6 +47,8 @@ def load_config(model: type[ConfigT], path: Path | None, overrides: dict | None 
             raise DuetError(f"{typed + ': ' if typed else ''}{where!r} is not a setting{_in_file(path, typed)}; {hint}") from error
         if typed is not None:
             raise DuetError(f"{typed}: {first['msg']}") from error
+        if not where:  # a rule across sections: the whole recipe is where it is
+            raise DuetError(f"config{_in_file(path, typed)}: {first['msg'].removeprefix('Value error, ')}") from error
         raise DuetError(f"config key {where!r}{_in_file(path, typed)}: {first['msg']}") from error
 
 

@@ -293,27 +293,33 @@ def test_a_coder_pair_becomes_the_coders_own_prompt_then_its_fenced_program_and_
     written = asyncio.run(Coder(live).write(pair["request"]))
     prompt, reply = example.segments
     assert prompt.token_ids == live.prompts[0]  # token for token what Coder.write sends
-    assert reply.token_ids[-1] == tokenizer.eos_token_id and extract_code(written) == pair["program"]
-    assert example.loss_mask == [0.0] * len(prompt.token_ids) + [1.0] * len(reply.token_ids)
+    assert reply.token_ids == [*tokenizer.encode(fenced(pair["program"]), add_special_tokens=False), tokenizer.eos_token_id]
+    assert extract_code(written) == pair["program"]
+    assert example.loss_mask == [0] * len(prompt.token_ids) + [1] * len(reply.token_ids)
     shown = coder_example({**pair, "question": "How much is left?"}, Coder(None, CoderSettings(show_question=True)), tokenizer)
     assert "How much is left?" in tokenizer.decode(shown.segments[0].token_ids)  # trained for the coder settings it will run under
+
+
+def coder_recipe(tmp_path, tiny_dir, **extra) -> dict:
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl([{"request": f"add {n} and {n}", "program": f"print({n} + {n})"} for n in range(4)], pairs)
+    return {
+        "role": "coder", "model": {"requester": str(tmp_path / "runs/never-made/checkpoint-latest"), "coder": str(tiny_dir)},
+        "traces": {"file": str(pairs)},
+        "sft": {"output_dir": str(tmp_path / "sft"), "learning_rate": 0.01, "num_train_epochs": 6, "per_device_train_batch_size": 2,
+                "lr_scheduler_type": "constant", "report_to": ["none"]},
+        **extra,
+    }
 
 
 def test_a_coder_cold_start_trains_the_coder_that_eval_then_loads(tmp_path, tiny_dir):
     from agents.models import trained_settings
     from graph.build import Team
+    from training.preflight import check_recipe
 
-    pairs = tmp_path / "pairs.jsonl"
-    write_jsonl([{"request": f"add {n} and {n}", "program": f"print({n} + {n})"} for n in range(4)], pairs)
-    data = tmp_path / "questions.jsonl"
-    write_jsonl([{"id": "x", "question": "What is 1 + 1?", "answer": "2"}], data)
-    settings = {
-        "role": "coder", "model": {"requester": "not a model", "coder": str(tiny_dir)}, "data": {"train": [str(data)]},
-        "traces": {"file": str(pairs)},
-        "sft": {"output_dir": str(tmp_path / "sft"), "learning_rate": 0.01, "num_train_epochs": 6, "per_device_train_batch_size": 2,
-                "lr_scheduler_type": "constant", "report_to": ["none"]},
-    }
-    checkpoint = run_sft(load_config(SFTRunConfig, None, settings))
+    config = load_config(SFTRunConfig, None, coder_recipe(tmp_path, tiny_dir))
+    check_recipe(config)  # no data, and a requester that does not exist: a coder run needs neither
+    checkpoint = run_sft(config)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 12 and losses[-1] < losses[0] / 2, losses
     assert trained_settings(str(checkpoint)) == {}  # nothing a requester would take as its own settings
@@ -325,22 +331,56 @@ def test_a_coder_cold_start_trains_the_coder_that_eval_then_loads(tmp_path, tiny
     assert not torch.equal(team.requester.backend.model.state_dict()[changed[0]].cpu(), trained[changed[0]])  # and only the coder
 
 
-@pytest.mark.parametrize("traces", [{}, {"file": "pairs.jsonl", "demonstrations": "demos.jsonl"}])
-def test_a_coder_cold_start_needs_a_pair_file_and_nothing_else(tmp_path, traces):
-    for name in ("x.jsonl", "pairs.jsonl", "demos.jsonl"):
-        (tmp_path / name).write_text("")
-    settings = {"role": "coder", "data": {"train": [str(tmp_path / "x.jsonl")]}, "sft": {"output_dir": str(tmp_path / "out")},
-                "traces": {key: str(tmp_path / name) for key, name in traces.items()}}
-    with pytest.raises(DuetError, match="role coder trains on traces.file alone"):
-        load_config(SFTRunConfig, None, settings)
+@pytest.mark.parametrize(("change", "message"), [
+    ({"traces": {}}, "role coder trains on traces.file alone"),
+    ({"traces": {"file": "PAIRS", "samples_per_question": 2}}, "role coder trains on traces.file alone"),
+    ({"traces": {"file": "PAIRS", "demonstrations": "PAIRS"}}, "role coder trains on traces.file alone"),
+    ({"agent": {"requester": {"mode": "inline"}}}, "agent.requester \\(and --mode\\) would not be used"),
+    ({"role": "requester", "traces": {}}, "give data.train to sample traces from, or traces.file"),
+])
+def test_a_coder_cold_start_refuses_settings_it_would_not_use(tmp_path, tiny_dir, change, message):
+    recipe = coder_recipe(tmp_path, tiny_dir)
+    pairs = recipe["traces"]["file"]
+    for key, value in change.items():
+        recipe[key] = {k: pairs if v == "PAIRS" else v for k, v in value.items()} if isinstance(value, dict) else value
+    with pytest.raises(DuetError, match=f"^config: .*{message}"):
+        load_config(SFTRunConfig, None, recipe)
 
 
-@pytest.mark.parametrize("row", [{"request": "add 1 and 2"}, {"request": "", "program": "print(3)"}, {"request": "add 1 and 2", "program": 3}, [1, 2]])
-def test_malformed_coder_pairs_are_one_line_errors(tmp_path, row):
+def test_a_missing_pair_file_names_the_command_that_writes_it(tmp_path, tiny_dir):
+    from training.preflight import check_recipe
+
+    recipe = tmp_path / "coder-sft.yaml"
+    recipe.write_text("# duet data coder-pairs data/train.jsonl --out data/pairs.jsonl\nrole: coder\ntraces: {file: data/pairs.jsonl}\n"
+                      "sft: {output_dir: runs/coder}\n")
+    config = load_config(SFTRunConfig, recipe)
+    with pytest.raises(DuetError, match="traces.file: no file at data/pairs.jsonl .*make it first: duet data coder-pairs data/train.jsonl"):
+        check_recipe(config, recipe)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"request": "add 1 and 2"}, "needs a request and a program"),
+    ({"request": "", "program": "print(3)"}, "needs a request and a program"),
+    ({"request": "add 1 and 2", "program": 3}, "needs a request and a program"),
+    ([1, 2], "not a JSON object"),
+    ({"request": "add 1 and 2", "program": "print(3)\n```\nprint(4)"}, "does not survive its fence"),
+    ({"request": "add 1 and 2", "program": "\n".join(["print(3)"] * 200)}, "more than agent.coder.max_new_tokens"),
+])
+def test_malformed_coder_pairs_are_one_line_errors_with_their_line(tmp_path, tiny_backend, row, message):
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"request": "add 1 and 2", "program": "print(3)"}) + "\n" + json.dumps(row) + "\n")
-    with pytest.raises(DuetError, match="line 2"):
-        read_pairs(pairs)
+    pairs.write_text(json.dumps({"request": "add 1 and 2", "program": "print(3)"}) + "\n\n" + json.dumps(row) + "\n")
+    with pytest.raises(DuetError, match=f"line 3.*{message}"):
+        read_pairs(pairs, CoderSettings(), tiny_backend.tokenizer)
+
+
+def test_pairs_are_read_as_the_coder_sees_them(tmp_path, tiny_backend):
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl([{"request": "  add 1 and 2\n", "program": "print(1 + 2)"}], pairs)
+    assert read_pairs(pairs, CoderSettings(), tiny_backend.tokenizer)[0]["request"] == "add 1 and 2"  # as the protocol strips it
+    with pytest.raises(DuetError, match="show_question shows the coder the question, and this pair has none"):
+        read_pairs(pairs, CoderSettings(show_question=True), tiny_backend.tokenizer)
+    with pytest.raises(DuetError, match="this is a coder's pair .* train it with role: coder"):
+        read_traces(pairs)
 
 
 def test_a_served_coder_cannot_be_fine_tuned_and_the_error_names_the_coder():

@@ -221,7 +221,10 @@ def test_coder_pairs_cli_writes_every_step_and_refuses_rows_without_steps(tmp_pa
     assert refused.returncode == 1 and "has no metadata.steps" in refused.stderr and "Traceback" not in refused.stderr
 
 
-@pytest.mark.parametrize("steps", [None, [], [{"operation": "power", "operands": ["2", "3"]}], [{"operation": "add", "operands": ["x"]}]])
+@pytest.mark.parametrize("steps", [None, [], [{"operation": "power", "operands": ["2", "3"]}], [{"operation": "add", "operands": ["x"]}],
+                                   [{"operation": "divide", "operands": ["5", "0"]}], [{"operation": "add", "operands": ["1/3", "1"]}]])
 def test_malformed_steps_are_one_line_errors(steps):
-    with pytest.raises(DuetError, match="metadata.steps|unknown operations"):
+    """Including steps no program could print exactly (a zero divisor, a third), which would otherwise fail deep in
+    writing a demonstration."""
+    with pytest.raises(DuetError, match="metadata.steps|unknown operations|no exact decimal result"):
         steps_of({"id": "r1", "metadata": {"steps": steps}})

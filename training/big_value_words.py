@@ -1,11 +1,12 @@
 """One-operation word problems on 9-11 digit numbers, each operation in four wordings: training data for a requester
 that must pick the operation from the words of a question it has not seen.
 
-big_value's templates give each operation one fixed wording, and subtraction none of its own (only as a step of
-savings or remaining_after_two), so a cold start on them learns which template asks what, not which words do: the
-held-out `sell_some` ("ships out ... How many kilograms are left?") was answered as a product in every run. These
-wordings were written after that was seen, and share no four-word sequence with either held-out template (tested),
-so the held-out split still asks wordings training never shows.
+big_value's templates each have one fixed wording, and its one one-step subtraction (`sell_some`) is held out, so a
+cold start on them learns which template asks what, not which words do: the held-out `sell_some` ("ships out ... How
+many kilograms are left?") was answered as a product in every run. These wordings were written after that was seen,
+and share no four-word sequence with either held-out template (tested), so the held-out split still asks wordings
+training never shows. Every quantity is an amount (dollars, liters, kilograms, meters), so the cents that `big`
+sometimes draws always make sense.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from fractions import Fraction
 from random import Random
 
-from training.big_value import Template, ordered_pair, even_shares, big, make_item, split_stream
+from training.big_value import Template, big, even_shares, make_item, ordered_pair, split_stream
 from training.worked_steps import add, divide, multiply, subtract
 
 SPLITS = ("train", "validation", "test")
@@ -26,10 +27,10 @@ def _scaled(rng: Random) -> dict[str, Fraction]:
 TEMPLATES = [
     Template(
         "words_add",
-        ("A school had {a} students, and {b} new students joined. How many students does the school have now?",
+        ("A school's fund had {a} dollars, and donors gave {b} dollars more. How many dollars does the fund have now?",
          "{name} saved {a} dollars last year and {b} dollars this year. How many dollars did {name} save in both years?",
          "A truck carried {a} kilograms of sand in the morning and {b} kilograms in the afternoon. How many kilograms did it carry in all?",
-         "A museum had {a} visitors in spring and {b} visitors in summer. How many visitors came in the two seasons together?"),
+         "A river carried {a} liters of water past the dam in spring and {b} liters in summer. How many liters passed in the two seasons together?"),
         lambda rng: {"a": big(rng), "b": big(rng)},
         lambda v: [add(v["a"], v["b"])],
     ),
@@ -37,15 +38,15 @@ TEMPLATES = [
         "words_subtract",
         ("{name} had {a} dollars and spent {b} dollars. How many dollars does {name} have left?",
          "A lake held {a} liters of water. During the summer, {b} liters evaporated. How many liters remain in the lake?",
-         "A library owned {a} books and lost {b} of them. How many books does the library own now?",
-         "A forest had {a} trees. Loggers cut down {b} of them. How many trees are still standing?"),
+         "A road is {a} meters long, and {b} meters of it are paved. How many meters are not paved yet?",
+         "A mine produced {a} kilograms of copper, and {b} kilograms were sold. How many kilograms were not sold?"),
         lambda rng: dict(zip(("a", "b"), ordered_pair(rng))),
         lambda v: [subtract(v["a"], v["b"])],
     ),
     Template(
         "words_multiply",
-        ("Each box holds {a} marbles. How many marbles are in {count} boxes?",
-         "A building has {count} floors with {a} tiles on each floor. How many tiles are in the building?",
+        ("Each barrel holds {a} liters of oil. How many liters are in {count} barrels?",
+         "A building has {count} floors, and painting each floor costs {a} dollars. How many dollars does painting all the floors cost?",
          "A farm has {count} fields, and each field yields {a} kilograms of corn. How many kilograms do all the fields yield?",
          "A ticket costs {a} dollars. How many dollars do {count} tickets cost?"),
         _scaled,

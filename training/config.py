@@ -30,7 +30,8 @@ class LoraSettings(Strict):
 
 class ModelSettings(Strict):
     requester: str = Field("default", description="the policy being trained: default, a local folder or a hub id")
-    coder: str = Field("default", description="the frozen coder: any model spec, openai: servers included")
+    coder: str = Field("default", description="the coder, frozen while the requester trains (any model spec, openai: servers "
+                       "included); an SFT recipe with role: coder fine-tunes it")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="weights as loaded; full fine-tuning wants float32 masters (bf16: true autocasts compute)"
     )
@@ -176,14 +177,24 @@ class SFTRunConfig(Strict):
         description="coder: train model.coder on traces.file's {request, program} pairs (duet data coder-pairs), with "
         "the coder's own prompt, then give the checkpoint as --coder",
     )
-    data: DataSettings
+    data: DataSettings | None = Field(None, description="the questions traces are sampled from; not read with traces.file")
     traces: TraceSettings = Field(default_factory=TraceSettings)
     sft: SFTSettings
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
     @model_validator(mode="after")
     def _a_coder_learns_from_pairs(self) -> SFTRunConfig:
-        if self.role == "coder" and (self.traces.file is None or self.traces.demonstrations is not None):
+        if self.role != "coder":
+            return self
+        if self.traces.file is None or self.traces.model_fields_set - {"file"}:
             raise ValueError("role coder trains on traces.file alone (pairs written by duet data coder-pairs): set traces.file "
-                             "and no traces.demonstrations; a coder's pairs are not sampled")
+                             "and nothing else under traces; a coder's pairs are not sampled")
+        if self.agent.requester.model_fields_set:
+            raise ValueError("role coder trains the coder, under agent.coder; agent.requester (and --mode) would not be used")
+        return self
+
+    @model_validator(mode="after")
+    def _traces_come_from_somewhere(self) -> SFTRunConfig:
+        if self.data is None and self.traces.file is None:
+            raise ValueError("give data.train to sample traces from, or traces.file to train on")
         return self

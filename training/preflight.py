@@ -29,7 +29,12 @@ def check_recipe(config: GRPORunConfig | SFTRunConfig, recipe: Path | None = Non
         for key in ("file", "demonstrations"):
             path = getattr(config.traces, key)
             if path is not None and not path.is_file():
-                raise DuetError(f"traces.{key}: no file at {path}{_relative(path)}; give a JSONL of traces, or leave traces.{key} out")
+                made_by = _command_writing(path, recipe)
+                fix = f"make it first: {made_by}" if made_by else f"give a JSONL of {'pairs' if config.role == 'coder' else 'traces'}, or leave traces.{key} out"
+                raise DuetError(f"traces.{key}: no file at {path}{_relative(path)}; {fix}")
+        if config.role == "coder":  # the one model it loads; no requester, teacher or tool runs
+            check_model(config.model.coder, "model.coder", recipe)
+            return
         specs = {"model.requester": config.model.requester, "model.coder": config.model.coder, "traces.teacher": config.traces.teacher}
     else:
         specs = {"model.requester": config.model.requester, "model.coder": config.model.coder}

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from agents.coder import Coder, fenced
+from agents.coder import Coder, CoderSettings, fenced
 from agents.errors import DuetError
-from agents.protocol import RESULT_CLOSE, RESULT_OPEN
+from agents.protocol import RESULT_CLOSE, RESULT_OPEN, extract_code
 from agents.requester import Requester
 from agents.tokenizing import encode_chat, encode_text, tokenizer_fingerprint
 from agents.tools.toolbox import Toolbox
@@ -62,7 +62,8 @@ def run_sft(config: SFTRunConfig) -> Path:
     # traces are sampled under them and the new checkpoint remembers them
     agent = as_trained(config.agent, policy.spec) if config.role == "requester" else config.agent
     if config.role == "coder":
-        examples = [coder_example(pair, Coder(None, agent.coder), policy.tokenizer) for pair in read_pairs(config.traces.file)]
+        pairs = read_pairs(config.traces.file, agent.coder, policy.tokenizer)
+        examples = [coder_example(pair, Coder(None, agent.coder), policy.tokenizer) for pair in pairs]
         remembered = {}  # the requester's settings are no coder's to remember
         if accelerator.is_main_process:
             console.print(f"training the coder on {len(examples)} request -> program pairs", highlight=False)
@@ -80,7 +81,7 @@ def run_sft(config: SFTRunConfig) -> Path:
     # not through accelerator.prepare, whose wrapper steps the schedule num_processes times per optimizer step
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total_steps)
 
-    # ---- training: cross-entropy on the requester's tokens
+    # ---- training: cross-entropy on the trained model's own tokens (the requester's, or the coder's reply)
     metrics_path = Path(args.output_dir) / "metrics.jsonl"
     if accelerator.is_main_process:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,14 +155,25 @@ def requester_examples(config: SFTRunConfig, policy: Policy, agent: AgentConfig,
     return [to_trajectory(trace, prompter, policy.tokenizer, student) for trace in traces]
 
 
-def read_pairs(path: Path) -> list[dict]:
-    """A coder's training pairs: JSONL rows {"request", "program"} (and optionally the "question" they came from, for
-    coder.show_question), as `duet data coder-pairs` writes them."""
+def read_pairs(path: Path, settings: CoderSettings, tokenizer) -> list[dict]:
+    """A coder's training pairs: JSONL rows {"request", "program"}, and the "question" they came from where the coder is
+    shown it (coder.show_question), as `duet data coder-pairs` writes them. Each must read back as the coder would
+    see and write it: the request as the protocol strips it, the program as extract_code takes it from the fenced
+    reply, the reply within coder.max_new_tokens."""
     pairs = []
-    for number, row in enumerate(read_traces(path, check=False), 1):
+    for number, row in json_lines(path, "coder pairs"):
+        where = f"{path} line {number}"
         if not all(isinstance(row.get(key), str) and row[key].strip() for key in ("request", "program")):
-            raise DuetError(f"{path} line {number}: a coder pair needs a request and a program, both text; write them with duet data coder-pairs")
-        pairs.append(row)
+            raise DuetError(f"{where}: a coder pair needs a request and a program, both text; write them with duet data coder-pairs")
+        if settings.show_question and not isinstance(row.get("question"), str):
+            raise DuetError(f"{where}: agent.coder.show_question shows the coder the question, and this pair has none; add it, or turn show_question off")
+        if extract_code(fenced(row["program"])) != row["program"]:
+            raise DuetError(f"{where}: the program does not survive its fence (it holds ``` or starts or ends with blank lines); write it plainly")
+        replied = len(encode_text(tokenizer, fenced(row["program"]))) + 1
+        if replied > settings.max_new_tokens:
+            raise DuetError(f"{where}: the program's reply is {replied} tokens, more than agent.coder.max_new_tokens "
+                            f"({settings.max_new_tokens}) lets the coder write; shorten it or raise the limit")
+        pairs.append({**row, "request": row["request"].strip()})
     if not pairs:
         raise DuetError(f"{path} holds no coder pairs; write them with duet data coder-pairs")
     return pairs
@@ -254,26 +266,34 @@ def as_trace(row: dict, state: AgentState, tokenizer=None, fingerprint: dict | N
     return trace
 
 
-def read_traces(path: Path, check: bool = True) -> list[dict]:
-    """The JSON objects of a JSONL file; with `check`, each must be a trace (a question, and segments or a response)."""
+def read_traces(path: Path) -> list[dict]:
+    traces = []
+    for number, trace in json_lines(path, "traces"):
+        if "question" not in trace or not ("segments" in trace or "response" in trace):
+            hint = "; this is a coder's pair (request, program): train it with role: coder" if {"request", "program"} <= trace.keys() else ""
+            raise DuetError(f"{path} line {number}: a trace needs a question and segments (or a response){hint}")
+        traces.append(trace)
+    return traces
+
+
+def json_lines(path: Path, what: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file of `what`."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as error:
-        raise DuetError(f"cannot read traces {path}: {error.strerror}; give a JSONL file") from error
-    traces = []
+        raise DuetError(f"cannot read {what} {path}: {error.strerror}; give a JSONL file") from error
+    rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            trace = json.loads(line)
+            row = json.loads(line)
         except ValueError as error:
-            raise DuetError(f"{path} line {number} is not JSON; each line is one trace") from error
-        if not isinstance(trace, dict):
-            raise DuetError(f"{path} line {number} is not a JSON object; each line is one trace")
-        if check and ("question" not in trace or not ("segments" in trace or "response" in trace)):
-            raise DuetError(f"{path} line {number}: a trace needs a question and segments (or a response)")
-        traces.append(trace)
-    return traces
+            raise DuetError(f"{path} line {number} is not JSON; each line is one of the {what}") from error
+        if not isinstance(row, dict):
+            raise DuetError(f"{path} line {number} is not a JSON object; each line is one of the {what}")
+        rows.append((number, row))
+    return rows
 
 
 def to_trajectory(trace: dict, prompter: Requester, tokenizer, fingerprint: dict | None = None) -> Trajectory:

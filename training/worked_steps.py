@@ -106,4 +106,10 @@ def steps_of(row: dict) -> list[Step]:
     unknown = sorted({step.operation for step in steps} - set(OPERATIONS))
     if unknown:
         raise DuetError(f"row {row.get('id', '?')} has steps of unknown operations {unknown}; generate the data again")
+    try:
+        for step in steps:  # every number a step writes must be an exact decimal
+            for number in (*step.operands, step.value):
+                render(number)
+    except (ZeroDivisionError, ValueError) as error:
+        raise DuetError(f"row {row.get('id', '?')} has a step with no exact decimal result ({error}); generate the data again") from error
     return steps
