@@ -63,7 +63,8 @@ def run_sft(config: SFTRunConfig) -> Path:
     agent = as_trained(config.agent, policy.spec) if config.role == "requester" else config.agent
     if config.role == "coder":
         pairs = read_pairs(config.traces.file, agent.coder, policy.tokenizer)
-        examples = [coder_example(pair, Coder(None, agent.coder), policy.tokenizer) for pair in pairs]
+        coder = Coder(None, agent.coder)
+        examples = [coder_example(pair, coder, policy.tokenizer) for pair in pairs]
         remembered = {}  # the requester's settings are no coder's to remember
         if accelerator.is_main_process:
             console.print(f"training the coder on {len(examples)} request -> program pairs", highlight=False)
