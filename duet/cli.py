@@ -290,12 +290,13 @@ def data_demonstrations(
     out: Annotated[Path, typer.Option("--out", help="JSONL traces to write, for a recipe's traces.file or traces.demonstrations.")],
     mode: Annotated[ModeChoice, typer.Option("--mode", help="request: one request per step; inline: one program per step.")] = ModeChoice.request,
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Only the first N rows of each file.")] = None,
+    cite: Annotated[bool, typer.Option("--cite", help='Put the clause of the question each step comes from before it: From "It ships out 5 kilograms", I need the difference.')] = False,
 ) -> None:
     """Write cold-start demonstrations from generated rows' worked steps, each result as a right program prints it."""
     from training.data import load_source
     from training.demonstrations import demonstration
 
-    traces = written(lambda: [demonstration(row, mode.value) for path in data for row in load_source(path).rows[:n]], out)
+    traces = written(lambda: [demonstration(row, mode.value, cite) for path in data for row in load_source(path).rows[:n]], out)
     console.print(f"wrote {len(traces)} {mode.value}-mode demonstrations to {out}", highlight=False)
 
 

@@ -8,6 +8,7 @@ import sys
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from pathlib import Path
+from random import Random
 
 import pytest
 
@@ -158,10 +159,11 @@ def test_requests_name_their_operation_and_operands():
     assert Step("divide", (Fraction(96), Fraction(8))).request() == "divide 96 by 8"
 
 
+@pytest.mark.parametrize("cite", [False, True])
 @pytest.mark.parametrize("mode", ["request", "inline"])
-def test_demonstrations_follow_the_protocol_and_the_worked_steps(mode):
+def test_demonstrations_follow_the_protocol_and_the_worked_steps(mode, cite):
     for row in _rows():
-        trace = demonstration(row, mode)
+        trace = demonstration(row, mode, cite)
         pieces = split_response(trace["response"])
         steps = steps_of(row)
         requester = [p["text"] for p in pieces if p["source"] == "requester"]
@@ -174,6 +176,29 @@ def test_demonstrations_follow_the_protocol_and_the_worked_steps(mode):
             assert Fraction(result.strip().removeprefix("<result>").removesuffix("</result>").strip()) == step.value
         final = parse_requester_segment(requester[-1], mode)
         assert final.kind == "answer" and final.problems == [] and final.answer == row["answer"]
+
+
+def test_cited_demonstrations_quote_the_clause_that_holds_each_steps_number():
+    for row in _rows():
+        pieces = [p["text"] for p in split_response(demonstration(row, "request", cite=True)["response"]) if p["source"] == "requester"]
+        for text, step in zip(pieces, steps_of(row)):
+            clause = re.match(r'From "([^"]+)", (?:now )?I need the ', text).group(1)
+            assert clause in row["question"] and not clause.endswith((".", "?")) and not clause.startswith("and ")
+            numbers = [Fraction(n) for n in re.findall(r"\d+(?:\.\d+)?", clause)]
+            percents = [1 + Fraction(n) / 100 for n in re.findall(r"(\d+) percent", clause)]
+            assert set(numbers + percents) & set(step.operands), (clause, step)
+        assert "From" not in pieces[-1]
+
+
+def test_a_cited_clause_is_the_words_of_the_operation_not_the_questions_last_sentence():
+    rng = Random(0)
+    sell = big_value.make_item(rng, 0, [t for t in big_value.TEMPLATES if t.name == "sell_some"])
+    shipped = re.search(r"ships out (\S+) kilograms", sell["question"]).group(1)
+    assert f'From "It ships out {shipped} kilograms", I need the difference.' in demonstration(sell, "request", cite=True)["response"]
+    buy = big_value.make_item(rng, 0, [t for t in big_value.TEMPLATES if t.name == "buy_more"])
+    bought = re.search(r"buys (\d+) more", buy["question"]).group(1)
+    assert f'From "buys {bought} more", I need the sum.' in demonstration(buy, "request", cite=True)["response"]
+    assert "From" not in demonstration(buy, "request")["response"]
 
 
 def test_demonstrations_cli_writes_traces_and_refuses_rows_without_steps(tmp_path):
