@@ -2,8 +2,11 @@
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +108,44 @@ def test_a_new_event_loop_kills_the_workers_of_the_old_one():
     assert asyncio.run(box.arun("print(2)")).stdout == "2\n"
     box.close()
     assert not any(alive(pid) for pid in old + below)
+
+
+def test_a_waiting_child_killed_from_outside_does_not_take_its_worker_with_it():
+    """Each worker forks its next program's process ahead of time; if something kills that process while it waits
+    (the OOM killer, an administrator), the program still runs, in a fresh one, and the worker lives on."""
+    box = Sandbox(SandboxLimits(timeout_s=5, concurrency=1))
+
+    async def scenario():
+        assert (await box.arun("print(1)")).stdout == "1\n"
+        worker = next(worker for worker in box._workers if worker.process)
+        deadline, seen = time.monotonic() + 10, None
+        while time.monotonic() < deadline:  # after replying, the worker reaps the last program and forks the next
+            below = descendants(worker.process.pid)
+            waiting = sorted(pid for pid in below if below[pid] == b"S" and not any(parent_of(other) == pid for other in below))
+            if waiting and waiting == seen:
+                break
+            seen = waiting
+            await asyncio.sleep(0.2)
+        assert len(waiting) == 1
+        os.kill(waiting[0], signal.SIGKILL)
+        pid = worker.process.pid
+        results = [await box.arun(f"print({n} * 7)") for n in range(2, 6)]
+        return pid, worker.process, results
+
+    try:
+        pid, process, results = asyncio.run(scenario())
+        assert [result.stdout for result in results] == ["14\n", "21\n", "28\n", "35\n"]
+        assert all(result.error is None for result in results)
+        assert process is not None and process.pid == pid  # the same worker, never restarted
+    finally:
+        box.close()
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def alive(pid: int) -> bool:

@@ -267,8 +267,19 @@ class WaitingChild:
         self.readers = [read for read, _ in pipes]
 
     def start(self, workdir: str, limits: dict) -> None:
-        with os.fdopen(self.job_write, "wb") as job:
-            job.write(json.dumps({"workdir": workdir, "limits": limits}).encode())
+        """Hand the child its job; BrokenPipeError if it died before reading it."""
+        pending = memoryview(json.dumps({"workdir": workdir, "limits": limits}).encode())
+        try:
+            while pending:
+                pending = pending[os.write(self.job_write, pending):]
+        finally:
+            os.close(self.job_write)
+
+    def discard(self) -> None:
+        """Close what a child that died unstarted left, and reap it."""
+        for fd in self.readers:
+            os.close(fd)
+        os.waitpid(self.pid, 0)
 
 
 def run_job(child: WaitingChild, code: str, limits: dict, workdir: str, uid) -> dict:
@@ -280,7 +291,12 @@ def run_job(child: WaitingChild, code: str, limits: dict, workdir: str, uid) -> 
         os.chown(os.path.join(workdir, "program.py"), uid, uid)
     started = time.monotonic()
     deadline = started + limits["timeout_s"]
-    child.start(workdir, limits)
+    try:
+        child.start(workdir, limits)
+    except BrokenPipeError:  # it died before its job (killed from outside): the program never ran, so a fresh one runs it
+        child.discard()
+        child = WaitingChild(uid)
+        child.start(workdir, limits)
     (stdout, out_cut), (stderr, _), (status, _) = collect(*child.readers, cap=limits["output_bytes"], deadline=deadline)
     if status.strip().lstrip(b"-").isdigit():
         exit_code, timed_out = int(status), False
